@@ -1,0 +1,26 @@
+# Two commands: `make run` (set up + main job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The project's own environment pins the engine; the code itself runs on torch 2.5+.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install run test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[test]'
+	touch $@
+
+run: install
+	$(VENV)/bin/cnnzoo list
+	$(VENV)/bin/cnnzoo info lenet5
+
+test: install
+	KERAS_BACKEND=torch $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

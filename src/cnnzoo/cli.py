@@ -1,0 +1,125 @@
+"""The ``cnnzoo`` command line. Every command reads the same registry as the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .counting import count_params
+from .errors import CnnzooError
+from .registry import create_model, get_model_info, list_models
+
+
+def _meta_model(name: str, **kwargs):
+    """Build on the meta device: shapes and counts without allocating or initialising weights."""
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in list_models(args.family):
+        info = get_model_info(name)
+        params = count_params(_meta_model(name))
+        rows.append(
+            dict(
+                name=name,
+                family=info.family,
+                params=params.total,
+                input="x".join(map(str, info.input_size)),
+                min_size=info.min_size,
+                classes=info.num_classes,
+                twins=", ".join(t for t in (info.torchvision and f"torchvision:{info.torchvision}", info.keras and f"keras:{info.keras}") if t),
+            )
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"cnnzoo: {len(rows)} models", title_justify="left")
+    for col, justify in (("model", "left"), ("family", "left"), ("params", "right"), ("input (C×H×W)", "right"), ("min H=W", "right"), ("classes", "right"), ("same weights as", "left")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        table.add_row(r["name"], r["family"], f"{r['params']:,}", r["input"], str(r["min_size"]), str(r["classes"]), r["twins"])
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = get_model_info(args.model)
+    model = _meta_model(args.model)
+    torch_count, keras_count = count_params(model, "torch"), count_params(model, "keras")
+    data = dict(
+        name=info.name,
+        family=info.family,
+        paper=info.paper,
+        url=info.url,
+        input_size=list(info.input_size),
+        min_size=info.min_size,
+        num_classes=info.num_classes,
+        mean=list(info.mean),
+        std=list(info.std),
+        channel_order=info.channel_order,
+        torchvision=info.torchvision,
+        keras=info.keras,
+        notes=info.notes,
+        params_torch=torch_count.total,
+        params_keras=dict(total=keras_count.total, trainable=keras_count.trainable, non_trainable=keras_count.non_trainable),
+    )
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    console = Console(width=max(160, Console().width), soft_wrap=True)
+    console.print(f"[bold]{info.name}[/bold] ({info.family}): {info.paper}  {info.url}")
+    if info.notes:
+        console.print(f"  {info.notes}")
+    c, h, w = info.input_size
+    console.print(f"  input {c}x{h}x{w} (smallest {info.min_size}x{info.min_size}), {info.num_classes} classes, "
+                  f"normalise {info.channel_order} with mean {info.mean}, std {info.std}")
+    console.print(f"  parameters: {torch_count.total:,} (torch: sum of p.numel())")
+    console.print(f"  Keras-style: Total params {keras_count.total:,}, Trainable {keras_count.trainable:,}, "
+                  f"Non-trainable {keras_count.non_trainable:,} (BatchNorm moving statistics)")
+    twins = [t for t in (info.torchvision and f"torchvision.models.{info.torchvision}", info.keras and f"keras.applications.{info.keras}") if t]
+    if twins:
+        console.print(f"  same architecture as: {', '.join(twins)}")
+    if args.layers:
+        console.print(repr(model), markup=False, highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnzoo", description="The landmark CNNs, exact and verified, on PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="the zoo: models with parameter counts and native input sizes")
+    p.add_argument("--family", help="only this family (lenet, alexnet, vgg, googlenet, inception, resnet)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="one model: paper, input, normalisation, parameter counts")
+    p.add_argument("model")
+    p.add_argument("--layers", action="store_true", help="also print the module tree")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    from . import cli_train
+
+    cli_train.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CnnzooError, ValueError, TypeError) as e:
+        print(f"cnnzoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Weight compatibility with other libraries (torchvision, Keras)."""

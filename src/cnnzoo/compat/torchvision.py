@@ -1,0 +1,80 @@
+"""Load torchvision state dicts into cnnzoo models.
+
+Each family declares how a torchvision key becomes a cnnzoo key (``ModelInfo.torchvision_key``):
+identity for the families whose names torchvision already takes from the papers (ResNet, GoogLeNet,
+Inception v3), a renaming from indices to paper names for AlexNet and VGG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+
+
+def convert_torchvision_state_dict(model_name: str, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the keys of a torchvision state dict for the cnnzoo model ``model_name``."""
+    from ..registry import get_model_info
+
+    info = get_model_info(model_name)
+    if info.torchvision_key is None:
+        raise WeightsError(f"{model_name} has no torchvision counterpart, so torchvision weights cannot be loaded into it.")
+    return {info.torchvision_key(k): v for k, v in state_dict.items()}
+
+
+def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load a torchvision model's ``state_dict()`` into the cnnzoo twin ``model``, strictly.
+
+    Missing and unexpected keys and shape mismatches are all listed by name in one error.
+    """
+    name = getattr(model, "model_name", type(model).__name__)
+    converted = convert_torchvision_state_dict(name, state_dict)
+    load_state_dict_checked(model, converted, source="torchvision state dict")
+    return model
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists every problem by name."""
+    name = getattr(model, "model_name", type(model).__name__)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k}: model has {tuple(own[k].shape)}, {source} has {tuple(state_dict[k].shape)}"
+        for k in own
+        if k in state_dict and own[k].shape != state_dict[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:10])}{' ...' if len(mismatched) > 10 else ''}")
+        raise WeightsError(
+            f"the {source} does not fit {name}: " + " | ".join(parts)
+            + ". Check that the model name, num_classes and in_chans match the checkpoint."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def renamer_from_sequences(sections: Mapping[str, list[str]]):
+    """A key renamer for torchvision models built from indexed ``nn.Sequential`` blocks.
+
+    torchvision's AlexNet and VGG name layers by position (``features.3.weight``); cnnzoo names the
+    same layers as the paper and Keras do (``features.block2_conv1.weight``). ``sections`` maps each
+    Sequential's name to our child names in order.
+    """
+
+    def rename(key: str) -> str:
+        section, index, rest = key.split(".", 2)
+        names = sections.get(section)
+        if names is None or not index.isdigit() or int(index) >= len(names):
+            return key  # leave it: load_state_dict_checked reports it as unexpected
+        return f"{section}.{names[int(index)]}.{rest}"
+
+    return rename

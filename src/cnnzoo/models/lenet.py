@@ -1,0 +1,77 @@
+"""LeNet-5, as the seed study note builds it.
+
+LeCun et al. 1998, "Gradient-Based Learning Applied to Document Recognition". The seed's version is
+the modern reading: ReLU instead of scaled tanh, max-pooling instead of trainable subsampling, a
+plain dense layer instead of the partially connected C3 and the RBF output:
+
+    conv1  6@5x5 'same' + ReLU   28x28x1 -> 28x28x6      156 params
+    pool1  2x2 max                       -> 14x14x6
+    conv2 16@5x5 'valid' + ReLU          -> 10x10x16    2,416
+    pool2  2x2 max                       -> 5x5x16
+    fc1   400 -> 120 + ReLU                            48,120
+    fc2   120 -> 84  + ReLU                            10,164
+    fc3    84 -> classes                                  850   (61,706 in all for 10 classes)
+
+The seed ends with a softmax; we return logits, since ``nn.CrossEntropyLoss`` applies log-softmax
+itself (apply ``softmax`` for probabilities).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..registry import register_model
+from ._base import ZooModel
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+class LeNet5(ZooModel):
+    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
+        # Smallest input: pool2 needs a 2x2 map, so conv2 needs 4+4, pool1 10+2 -> 12x12.
+        super().__init__(model_name="lenet5", in_chans=in_chans, min_size=12, native_size=28)
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(in_chans, 6, kernel_size=5, padding=2),  # 'same' for 5x5, stride 1
+                relu1=nn.ReLU(inplace=True),
+                pool1=nn.MaxPool2d(kernel_size=2, stride=2),
+                conv2=nn.Conv2d(6, 16, kernel_size=5),  # 'valid'
+                relu2=nn.ReLU(inplace=True),
+                pool2=nn.MaxPool2d(kernel_size=2, stride=2),
+            )
+        )
+        # A no-op at the native 28x28 (the map is already 5x5); lets other sizes reach the same head.
+        self.avgpool = nn.AdaptiveAvgPool2d((5, 5))
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(16 * 5 * 5, 120),
+                relu3=nn.ReLU(inplace=True),
+                fc2=nn.Linear(120, 84),
+                relu4=nn.ReLU(inplace=True),
+                fc3=nn.Linear(84, num_classes),
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.features(x)
+        x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+@register_model(
+    family="lenet",
+    paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
+    url="http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf",
+    input_size=(1, 28, 28),
+    min_size=12,
+    num_classes=10,
+    mean=MNIST_MEAN,
+    std=MNIST_STD,
+    notes="the seed's LeNet-5: ReLU, max-pooling, 'same' first conv",
+)
+def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
+    return LeNet5(num_classes=num_classes, in_chans=in_chans)

@@ -1,0 +1,168 @@
+"""VGG: very deep networks of stacked 3x3 convolutions.
+
+Simonyan and Zisserman 2014, "Very Deep Convolutional Networks for Large-Scale Image Recognition".
+Why 3x3: two stacked 3x3 convolutions see a 5x5 window and three see 7x7, with fewer parameters
+(3 * 9C^2 = 27C^2 against 49C^2 for one 7x7) and a ReLU between each, so more non-linearity.
+
+The configurations of the paper's Table 1, as data: a number is a 3x3 conv with that many filters
+(padding 1, so the size is kept), "M" a 2x2 max-pool of stride 2 (the size halves).
+
+Layers are named as in Keras' VGG16/VGG19 (``block1_conv1`` ... ``block5_pool``, ``fc1``, ``fc2``,
+``predictions``), so ``summary()`` reads like the Keras table and Keras weights map by name. The
+adaptive 7x7 average pool before the classifier is torchvision's: at 224x224 the map is already 7x7,
+so it does nothing there, and it lets any input of at least 32x32 reach the same classifier.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..compat.torchvision import renamer_from_sequences
+from ..registry import register_model
+from ._base import ZooModel
+
+cfgs: dict[str, list[int | str]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # vgg11
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # vgg13
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],  # vgg16
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],  # vgg19
+}
+
+
+def make_features(cfg: list[int | str], in_chans: int = 3, batch_norm: bool = False) -> nn.Sequential:
+    """The convolutional part of a configuration, with Keras layer names."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    block, conv, channels = 1, 1, in_chans
+    for v in cfg:
+        if v == "M":
+            layers[f"block{block}_pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+            block, conv = block + 1, 1
+            continue
+        name = f"block{block}_conv{conv}"
+        layers[name] = nn.Conv2d(channels, int(v), kernel_size=3, padding=1)
+        if batch_norm:
+            layers[f"{name}_bn"] = nn.BatchNorm2d(int(v))
+        layers[f"{name}_relu"] = nn.ReLU(inplace=True)
+        channels, conv = int(v), conv + 1
+    return nn.Sequential(layers)
+
+
+class VGG(ZooModel):
+    def __init__(
+        self,
+        cfg: list[int | str],
+        *,
+        model_name: str,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+    ) -> None:
+        # Five halvings: 32x32 is the smallest input that leaves a 1x1 map after block5_pool.
+        super().__init__(model_name=model_name, in_chans=in_chans, min_size=32, native_size=224)
+        self.features = make_features(cfg, in_chans, batch_norm)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(512 * 7 * 7, 4096),
+                fc1_relu=nn.ReLU(inplace=True),
+                fc1_dropout=nn.Dropout(p=dropout),
+                fc2=nn.Linear(4096, 4096),
+                fc2_relu=nn.ReLU(inplace=True),
+                fc2_dropout=nn.Dropout(p=dropout),
+                predictions=nn.Linear(4096, num_classes),
+            )
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The paper initialised deep nets from shallower ones; Kaiming (He et al. 2015) makes that unnecessary.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.features(x)
+        x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def keras_name_map(model: VGG) -> dict[str, str]:
+    """Keras layer name -> cnnzoo module path (``block1_conv1`` -> ``features.block1_conv1``)."""
+    names = {n: f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.Conv2d)}
+    names.update({n: f"classifier.{n}" for n in ("fc1", "fc2", "predictions")})
+    return names
+
+
+# Keras' Flatten sees the 7x7x512 map in (H, W, C) order; fc1's rows need reordering to (C, H, W).
+KERAS_FLATTEN = {"fc1": (512, 7, 7)}
+
+_CLASSIFIER = ["fc1", "fc1_relu", "fc1_dropout", "fc2", "fc2_relu", "fc2_dropout", "predictions"]
+
+
+def _vgg_info(cfg_key: str, batch_norm: bool = False, keras: str | None = None) -> dict:
+    """Registry metadata for one configuration of Table 1."""
+    name = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}[cfg_key] + ("_bn" if batch_norm else "")
+    features = list(make_features(cfgs[cfg_key], batch_norm=batch_norm)._modules)
+    return dict(
+        family="vgg",
+        paper="Simonyan and Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
+        url="https://arxiv.org/abs/1409.1556",
+        input_size=(3, 224, 224),
+        min_size=32,
+        torchvision=name,
+        keras=keras,
+        torchvision_key=renamer_from_sequences({"features": features, "classifier": _CLASSIFIER}),
+        notes=f"configuration {cfg_key}" + (", BatchNorm after every conv" if batch_norm else ""),
+    )
+
+
+@register_model(**_vgg_info("A"))
+def vgg11(**kwargs) -> VGG:
+    return VGG(cfgs["A"], model_name="vgg11", **kwargs)
+
+
+@register_model(**_vgg_info("A", batch_norm=True))
+def vgg11_bn(**kwargs) -> VGG:
+    return VGG(cfgs["A"], model_name="vgg11_bn", batch_norm=True, **kwargs)
+
+
+@register_model(**_vgg_info("B"))
+def vgg13(**kwargs) -> VGG:
+    return VGG(cfgs["B"], model_name="vgg13", **kwargs)
+
+
+@register_model(**_vgg_info("B", batch_norm=True))
+def vgg13_bn(**kwargs) -> VGG:
+    return VGG(cfgs["B"], model_name="vgg13_bn", batch_norm=True, **kwargs)
+
+
+@register_model(**_vgg_info("D", keras="VGG16"))
+def vgg16(**kwargs) -> VGG:
+    return VGG(cfgs["D"], model_name="vgg16", **kwargs)
+
+
+@register_model(**_vgg_info("D", batch_norm=True))
+def vgg16_bn(**kwargs) -> VGG:
+    return VGG(cfgs["D"], model_name="vgg16_bn", batch_norm=True, **kwargs)
+
+
+@register_model(**_vgg_info("E", keras="VGG19"))
+def vgg19(**kwargs) -> VGG:
+    return VGG(cfgs["E"], model_name="vgg19", **kwargs)
+
+
+@register_model(**_vgg_info("E", batch_norm=True))
+def vgg19_bn(**kwargs) -> VGG:
+    return VGG(cfgs["E"], model_name="vgg19_bn", batch_norm=True, **kwargs)
