@@ -106,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    from . import cli_train
+    from . import cli_train, cli_weights
 
     cli_train.register(sub)
+    cli_weights.register(sub)
+    from . import cli_inspect; cli_inspect.register(sub)
     return parser
 
 

@@ -48,7 +48,9 @@ def predict_images(path: str, images: list[str], *, topk: int = 5, which: str = 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(weights).to(dev)
     size = info["image_size"]
-    batch = torch.stack([datalib.read_image_for_model(p, channels=model.in_chans, size=size) for p in images]).to(dev)
+    # The eval transform of folder data: EXIF orientation, gray/RGB(A) to the model's channels, resize + centre crop.
+    files = datalib.ImageFolderData([(str(p), 0) for p in images], classes=info["classes"], train=False, image_size=size, channels=model.in_chans, strict=True)
+    batch = torch.stack([files[i][0] for i in range(len(files))]).to(dev)
     probs = model(datalib.normalize_batch(batch, info["mean"], info["std"])).softmax(1)
     k = min(topk, probs.shape[1])
     top = probs.topk(k, dim=1)

@@ -79,11 +79,22 @@ def get_model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def create_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **options: Any) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    *,
+    weights: str | None = None,
+    sha256: str | None = None,
+    reset_head: bool = False,
+    **options: Any,
+) -> nn.Module:
     """Build a zoo model by name.
 
     ``num_classes`` and ``in_chans`` default to the model's native ones; ``options`` go to the family's
     constructor (e.g. ``aux_logits=True`` for googlenet, ``stride_in_1x1=True`` for resnet50).
+    ``weights`` loads a weights file after building (cnnzoo, torchvision, timm or Keras; see
+    :func:`cnnzoo.weights.load_pretrained`, which ``sha256`` and ``reset_head`` go to).
     """
     info = get_model_info(name)
     num_classes = info.num_classes if num_classes is None else num_classes
@@ -98,4 +109,8 @@ def create_model(name: str, num_classes: int | None = None, in_chans: int | None
         raise TypeError(f"{name}: {e}") from None
     model.model_name = name
     model.info = info
+    if weights is not None:
+        from .weights import load_pretrained
+
+        load_pretrained(model, weights, sha256=sha256, reset_head=reset_head)
     return model

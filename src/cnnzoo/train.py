@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as datalib
-from .checkpoint import RunCheckpoints, atomic_write_text, load_weights, unwrap
+from .checkpoint import RunCheckpoints, atomic_write_text, load_weights, resolve_checkpoint, unwrap
 from .errors import CnnzooError
 from .registry import create_model, get_model_info
 
@@ -224,13 +224,11 @@ class LoaderBatches:
             persistent_workers=False,
         )
         for batch in loader:
-            if batch is None:
-                self.skipped += self.batch_size
+            self.skipped += batch.skipped  # corrupt files, decoded (and warned about) in the workers
+            if batch.labels.numel() == 0:
                 continue
-            x, y = batch
-            self.skipped += self.batch_size - len(y) if self.train or len(y) < self.batch_size else 0
-            x = x.to(self.device, non_blocking=True)
-            yield datalib.normalize_batch(x, self.mean, self.std), y.to(self.device, non_blocking=True)
+            x = batch.images.to(self.device, non_blocking=True)
+            yield datalib.normalize_batch(x, self.mean, self.std), batch.labels.to(self.device, non_blocking=True)
 
 
 def make_batches(split, cfg: TrainConfig, device, mean, std, d: Dist, *, train: bool):
@@ -270,18 +268,19 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     """Per-step learning-rate schedule. Warm-up is linear over ``cfg.warmup`` epochs."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = min(cfg.warmup * steps_per_epoch, total - 1)
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total >= 4:  # each of its two phases needs a step or more
+        pct = min(max(warm / total, 0.25, 2 / total), (total - 2) / total)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total, pct_start=max(warm / total, 0.25), cycle_momentum=cfg.opt == "sgd", base_momentum=0.85, max_momentum=cfg.momentum if cfg.opt == "sgd" else 0.95
+            opt, max_lr=cfg.lr, total_steps=total, pct_start=pct, cycle_momentum=cfg.opt == "sgd", base_momentum=0.85, max_momentum=cfg.momentum if cfg.opt == "sgd" else 0.95
         )
-    if cfg.schedule not in ("cosine", "step"):
+    if cfg.schedule not in ("cosine", "step", "onecycle"):
         raise TrainingError(f"unknown schedule {cfg.schedule!r}: use cosine, onecycle or step")
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         t = (step - warm) / max(1, total - warm)
-        if cfg.schedule == "cosine":
+        if cfg.schedule in ("cosine", "onecycle"):  # onecycle of under 4 steps: plain cosine
             return 0.5 * (1 + math.cos(math.pi * t))
         return 0.1 ** (int(t >= 0.5) + int(t >= 0.75))  # step: /10 at half and three quarters
 
@@ -367,10 +366,20 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
         if not cfg_path.exists():
             raise TrainingError(f"{cfg.resume}: not a cnnzoo run folder (no config.json)")
         saved = json.loads(cfg_path.read_text())
+        # Where and how fast to run may change on resume; what is trained may not.
         keep = {k: getattr(cfg, k) for k in ("device", "workers", "progress")}
+        if cfg.epochs is not None and cfg.epochs != saved["epochs"]:
+            raise TrainingError(
+                f"{cfg.resume} was started for {saved['epochs']} epochs and resumes with the learning-rate schedule of that "
+                f"length; to train further, start a new run from its weights: cnnzoo train {saved['model']} --weights {cfg.resume} --epochs {cfg.epochs}"
+            )
         cfg = TrainConfig(**{**saved, **keep, "resume": cfg.resume, "out": cfg.resume})
-        weights_path, resume_state = run.load_last()
+        if run.pointer("last") is not None:
+            weights_path, resume_state = run.load_last()
+        # else: killed before its first checkpoint; start it again from scratch with its own config
     cfg = cfg.resolved()
+    if resume_state is None and not cfg.resume and (Path(cfg.out) / "config.json").exists():
+        raise TrainingError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, or pass another --out (nothing was changed)")
     device = pick_device(cfg.device, d)
 
     torch.manual_seed(cfg.seed + d.rank)
@@ -393,7 +402,7 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     model = create_model(cfg.model, num_classes=len(classes), in_chans=in_chans, **options)
     model_args = dict(name=cfg.model, num_classes=len(classes), in_chans=in_chans, **options)
     if cfg.weights and not cfg.resume:
-        load_weights(model, cfg.weights)
+        load_weights(model, resolve_checkpoint(cfg.weights))
     if resume_state is not None:
         load_weights(model, weights_path)
     model.to(device)
@@ -494,7 +503,12 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
             )  # fmt: skip
             meta = dict(epoch=epoch + 1, step=step, test_acc=result["test_acc"], classes=classes, image_size=splits.image_size,
                         mean=list(mean), std=list(std), data=cfg.data)  # fmt: skip
-            checkpoints.save(f"epoch-{epoch + 1:04d}", model, model_args, state, best=is_best, info=meta)
+            try:
+                checkpoints.save(f"epoch-{epoch + 1:04d}", model, model_args, state, best=is_best, info=meta)
+            except OSError as e:  # disk full, quota, permissions: the pointers still name the previous pair
+                last = checkpoints.pointer("last")
+                kept = f"the previous checkpoint (epoch {last['epoch']}) is intact" if last else "no earlier checkpoint exists"
+                raise TrainingError(f"could not write the checkpoint of epoch {epoch + 1} to {checkpoints.folder}: {e.strerror or e}; {kept}. Free space and resume with --resume {run_dir}") from e
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             _log_epoch(result, cfg.epochs)
             if writer is not None:
@@ -582,13 +596,15 @@ class _Bar:
         self.progress = None
 
     def __enter__(self):
-        if self.enabled:
+        from rich.console import Console
+
+        if self.enabled and Console(stderr=True).is_terminal:  # a live bar only on a terminal; logs get one line per epoch
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%} {task.fields[ips]:,.0f} img/s"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True,
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True, console=Console(stderr=True),
             )  # fmt: skip
             self.progress.start()
             self.task = self.progress.add_task(self.title, total=self.total, loss=float("nan"), acc=0.0, ips=0.0)

@@ -1,14 +1,36 @@
-"""Copy weights of a Keras 3 model into a cnnzoo model, layer by layer.
+"""Copy Keras weights into cnnzoo models: from a live Keras 3 model or from the files Keras writes.
 
 Keras stores a Conv2D kernel as (H, W, in, out) and a Dense kernel as (in, out); PyTorch wants
 (out, in, H, W) and (out, in). BatchNormalization holds gamma (absent with ``scale=False``), beta,
 moving mean and moving variance. A Dense layer that follows ``Flatten`` of an (H, W, C) map sees its
-inputs in NHWC order, while PyTorch flattens NCHW: ``flatten_from`` reorders those rows.
+inputs in NHWC order, while PyTorch flattens NCHW: ``flatten_from`` reorders those rows. Keras'
+momentum 0.99 weighs the old running value, PyTorch's momentum the new one: 1 - 0.99 = 0.01.
+
+Files are read with h5py alone, so loading needs no Keras:
+
+* legacy HDF5, ``model.save('m.h5')`` and the ``.h5`` files keras.applications downloads: one group
+  per layer, listed in order by the attributes ``layer_names`` and ``weight_names`` (under
+  ``model_weights`` in a full-model file, which also holds the model's configuration);
+* Keras 3 ``model.save_weights('m.weights.h5')``: ``layers/<class>_<i>/vars/0 .. n``, the groups named
+  after the layer's class and position, the layer's own name in the ``name`` attribute of ``vars``,
+  the variables numbered in creation order (kernel, bias; gamma, beta, moving mean, moving variance);
+* Keras 3 ``model.save('m.keras')``: a zip archive holding that ``model.weights.h5`` and ``config.json``.
+
+Only arrays and JSON are read. A layer's configuration is parsed as JSON, never deserialized, so no
+Lambda layer or custom object in a file can run.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import math
+import re
+import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,10 +38,247 @@ from torch import nn
 
 from ..errors import WeightsError
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"  # inside a .keras zip
+SHORT_NAMES = {"kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"}
+
+
+@dataclass
+class KerasLayer:
+    """One Keras layer with weights: its name, its arrays by short name, its configuration if known."""
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``conv``, ``dense`` or ``batchnorm``, told by the arrays (weights-only files carry no class)."""
+        if "kernel" in self.arrays:
+            return "conv" if self.arrays["kernel"].ndim == 4 else "dense"
+        return "batchnorm" if "moving_mean" in self.arrays else "other"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading: live Keras models and Keras files
+# --------------------------------------------------------------------------------------------------
+
 
 def keras_layer_arrays(keras_layer) -> dict[str, np.ndarray]:
     """The weights of one Keras layer by their short names: kernel, bias, gamma, beta, moving_mean, moving_variance."""
     return {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in keras_layer.weights}
+
+
+def live_keras_layers(keras_model) -> list[KerasLayer]:
+    """The weighted layers of a live Keras model, with the BatchNorm settings the loader checks."""
+    layers = []
+    for layer in keras_model.layers:
+        if layer.weights:
+            config = {"epsilon": layer.epsilon, "momentum": layer.momentum} if hasattr(layer, "moving_mean") else {}
+            layers.append(KerasLayer(layer.name, keras_layer_arrays(layer), config))
+    return layers
+
+
+def is_keras_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a Keras 3 ``.keras`` zip archive (PyTorch's own files are zips too)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return KERAS_ARCHIVE_WEIGHTS in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def keras_file_kind(path: str | Path) -> str:
+    """``keras`` (a .keras archive), ``keras-weights-h5`` (Keras 3 save_weights) or ``keras-h5`` (legacy HDF5)."""
+    if is_keras_archive(path):
+        return "keras"
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        if _has_attr_list(group, "layer_names"):
+            return "keras-h5"
+        if "layers" in f:
+            return "keras-weights-h5"
+    raise WeightsError(
+        f"{path}: an HDF5 file, but not one Keras wrote: it has neither a 'layer_names' attribute (legacy .h5) "
+        "nor a 'layers' group (Keras 3 .weights.h5)"
+    )
+
+
+def read_keras_file(path: str | Path) -> list[KerasLayer]:
+    """The weighted layers stored in a Keras ``.h5``, ``.weights.h5`` or ``.keras`` file, in the file's order."""
+    import h5py
+
+    kind = keras_file_kind(path)
+    if kind == "keras":
+        with zipfile.ZipFile(path) as z:
+            config = z.read("config.json").decode() if "config.json" in z.namelist() else None
+            with h5py.File(io.BytesIO(z.read(KERAS_ARCHIVE_WEIGHTS)), "r") as f:
+                layers = _read_keras3_layers(f, path)
+    else:
+        with h5py.File(path, "r") as f:
+            config = f.attrs.get("model_config")
+            layers = _read_legacy_layers(f, path) if kind == "keras-h5" else _read_keras3_layers(f, path)
+    configs = _layer_configs(config)
+    for layer in layers:
+        layer.config = configs.get(layer.name, {})
+    return layers
+
+
+def _has_attr_list(group, name: str) -> bool:
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
+def _attr_list(group, name: str) -> list[str]:
+    """A list attribute as Keras writes it: whole, or split into ``name0``, ``name1`` ... past HDF5's 64 kB limit."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values += list(group.attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _read_array(dataset, where: str) -> np.ndarray:
+    array = np.asarray(dataset[()])
+    if array.dtype.kind != "f":
+        raise WeightsError(f"{where}: holds {array.dtype} data where weights are floating point")
+    return array
+
+
+def _read_legacy_layers(f, path) -> list[KerasLayer]:
+    group = f["model_weights"] if "model_weights" in f else f
+    layers = []
+    for name in _attr_list(group, "layer_names"):
+        weight_names = _attr_list(group[name], "weight_names")
+        if weight_names:
+            arrays = [_read_array(group[name][w], f"{path}: layer {name!r}, weight {w!r}") for w in weight_names]
+            layers.append(KerasLayer(name, _by_short_name(arrays, weight_names, f"{path}: layer {name!r}")))
+    return layers
+
+
+def _read_keras3_layers(f, path) -> list[KerasLayer]:
+    layers = []
+    for key, group in f["layers"].items():
+        variables = group.get("vars")
+        if variables is None or len(variables) == 0:
+            continue
+        name = variables.attrs.get("name")
+        if name is None:
+            raise WeightsError(
+                f"{path}: layer group 'layers/{key}' does not store its layer's name (a .weights.h5 from an older "
+                "Keras 3); the names are needed to place the weights. Load the file into the Keras model and save it "
+                "again with a current Keras (model.save_weights('m.weights.h5')), or save it as model.save('m.h5')."
+            )
+        name = name.decode("utf8") if isinstance(name, bytes) else str(name)
+        arrays = [_read_array(variables[i], f"{path}: layer {name!r}, variable {i}") for i in sorted(variables, key=int)]
+        layers.append(KerasLayer(name, _by_short_name(arrays, None, f"{path}: layer {name!r}")))
+    return layers
+
+
+def _by_short_name(arrays: list[np.ndarray], names: list[str] | None, where: str) -> dict[str, np.ndarray]:
+    """Name a layer's arrays kernel / bias / gamma / beta / moving_mean / moving_variance.
+
+    Files since Keras 2 name them (``conv2d_1/kernel:0``); Keras 3's .weights.h5 and Keras 1's files
+    (``block1_conv1_W_1:0``) do not, and then the order decides, as it does for Keras' own loader.
+    """
+    short = [n.split("/")[-1].split(":")[0] for n in names or []]
+    if short and set(short) <= SHORT_NAMES and len(set(short)) == len(short):
+        return dict(zip(short, arrays))
+    shapes = [a.shape for a in arrays]
+    if arrays[0].ndim in (2, 4) and len(arrays) <= 2:  # Dense / Conv2D: kernel, then bias
+        return dict(zip(["kernel", "bias"], arrays))
+    if all(a.ndim == 1 for a in arrays) and len(arrays) in (3, 4):
+        # BatchNormalization; three arrays are Keras' scale=False (InceptionV3's conv2d_bn), no gamma.
+        order = ["gamma", "beta", "moving_mean", "moving_variance"][4 - len(arrays) :]
+        return dict(zip(order, arrays))
+    raise WeightsError(f"{where}: weights of shapes {shapes} are not those of a Conv2D, Dense or BatchNormalization layer")
+
+
+def _layer_configs(config_json: str | bytes | None) -> dict[str, dict[str, Any]]:
+    """Layer name -> its Keras config (with ``class_name``), from a model's JSON configuration."""
+    if not config_json:
+        return {}
+    config = json.loads(config_json)
+    layers = config.get("config", {}).get("layers", []) if isinstance(config, dict) else []
+    return {
+        layer["config"]["name"]: {"class_name": layer.get("class_name"), **layer["config"]}
+        for layer in layers
+        if isinstance(layer, dict) and isinstance(layer.get("config"), dict) and "name" in layer["config"]
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Converting: Keras arrays -> cnnzoo state-dict tensors
+# --------------------------------------------------------------------------------------------------
+
+
+def keras_layer_tensors(
+    module: nn.Module,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    where: str = "",
+    flatten_from: tuple[int, int, int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """One Keras layer's ``arrays`` as the state-dict entries of ``module`` (Conv2d, Linear or BatchNorm2d).
+
+    Keys are relative to the module (``weight``, ``bias``, ``running_mean`` ...). Shapes are checked
+    by the caller, against the whole model. ``flatten_from=(C, H, W)`` marks a Dense layer fed by
+    Flatten of an NHWC feature map.
+    """
+
+    def tensor(value: np.ndarray) -> torch.Tensor:
+        # Views, not copies: the transposes happen in the one copy into the model (PyTorch's is parallel).
+        return torch.from_numpy(np.asarray(value, dtype=np.float32))
+
+    def bias_of(has_bias: bool) -> dict[str, torch.Tensor]:
+        if has_bias and "bias" not in arrays:
+            raise WeightsError(f"{where}: the cnnzoo layer has a bias, the Keras layer has none")
+        if not has_bias and "bias" in arrays:
+            raise WeightsError(f"{where}: the Keras layer has a bias of shape {arrays['bias'].shape}, the cnnzoo layer has none")
+        return {"bias": tensor(arrays["bias"])} if has_bias else {}
+
+    if "kernel" not in arrays and not isinstance(module, nn.modules.batchnorm._BatchNorm):
+        raise WeightsError(f"{where}: the Keras layer has no kernel (it has {', '.join(arrays)}), {type(module).__name__} needs one")
+    if isinstance(module, nn.Conv2d):
+        if arrays["kernel"].ndim != 4:
+            raise WeightsError(f"{where}: a Conv2d needs a 4-d (H, W, in, out) kernel, the Keras layer has shape {arrays['kernel'].shape}")
+        return {"weight": tensor(arrays["kernel"]).permute(3, 2, 0, 1), **bias_of(module.bias is not None)}
+    if isinstance(module, nn.Linear):
+        kernel = tensor(arrays["kernel"])  # (in, out)
+        if kernel.ndim != 2:
+            raise WeightsError(f"{where}: a Linear layer needs a 2-d (in, out) kernel, the Keras layer has shape {tuple(kernel.shape)}")
+        weight = kernel.t()
+        if flatten_from is not None:
+            c, h, w = flatten_from
+            if kernel.shape[0] != c * h * w:
+                raise WeightsError(
+                    f"{where}: the Keras Dense layer takes {kernel.shape[0]} inputs, cnnzoo flattens a {c}x{h}x{w} map "
+                    f"into {c * h * w}. Was the Keras model built with include_top=True at its native input size?"
+                )
+            # Row (y, x, ch) of the Keras kernel is input ch * h * w + y * w + x of the PyTorch layer.
+            weight = kernel.reshape(h, w, c, -1).permute(3, 2, 0, 1).reshape(-1, c * h * w)
+        return {"weight": weight, **bias_of(module.bias is not None)}
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        missing = [n for n in ("moving_mean", "moving_variance") if n not in arrays]
+        if missing:
+            raise WeightsError(f"{where}: the Keras BatchNormalization lacks {', '.join(missing)}")
+        out = {"running_mean": tensor(arrays["moving_mean"]), "running_var": tensor(arrays["moving_variance"])}
+        if module.weight is not None and "gamma" not in arrays:
+            raise WeightsError(f"{where}: the cnnzoo BatchNorm has a scale (gamma), the Keras one has none")
+        if module.weight is None and "gamma" in arrays:
+            raise WeightsError(f"{where}: the Keras BatchNormalization has a scale (gamma), the cnnzoo one has none (scale=False)")
+        if "gamma" in arrays:
+            out["weight"] = tensor(arrays["gamma"])
+        if module.bias is not None:
+            if "beta" not in arrays:
+                raise WeightsError(f"{where}: the cnnzoo BatchNorm has a shift (beta), the Keras one has none")
+            out["bias"] = tensor(arrays["beta"])
+        return out
+    raise WeightsError(f"{where}: don't know how to copy Keras weights into {type(module).__name__}")
 
 
 def copy_keras_layer(
@@ -29,49 +288,70 @@ def copy_keras_layer(
     where: str = "",
     flatten_from: tuple[int, int, int] | None = None,
 ) -> None:
-    """Copy one Keras layer's ``arrays`` into the matching PyTorch ``module`` (Conv2d, Linear or BatchNorm2d).
+    """Copy one Keras layer's ``arrays`` into the matching PyTorch ``module``, checking every shape."""
+    tensors = keras_layer_tensors(module, arrays, where=where, flatten_from=flatten_from)
+    targets = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+    for key, value in tensors.items():
+        if tuple(targets[key].shape) != tuple(value.shape):
+            raise WeightsError(f"{where}: {key} has shape {tuple(targets[key].shape)} in cnnzoo, Keras gives {tuple(value.shape)}")
+    with torch.no_grad():
+        for key, value in tensors.items():
+            targets[key].copy_(value)
 
-    ``flatten_from=(C, H, W)`` marks a Dense layer fed by Flatten of an NHWC feature map.
+
+def keras_state_dict(
+    model: nn.Module,
+    layers: list[KerasLayer],
+    name_map: Mapping[str, str],
+    *,
+    flatten_from: Mapping[str, tuple[int, int, int]] | None = None,
+    source: str = "Keras model",
+) -> dict[str, torch.Tensor]:
+    """The Keras ``layers`` as a state dict with ``model``'s keys, for a checked ``load_state_dict``.
+
+    ``name_map`` maps a Keras layer name to a cnnzoo module path. BatchNorm settings stored with a
+    layer are converted: Keras' momentum m becomes PyTorch's 1 - m on the module; an epsilon other
+    than the module's is an error (epsilon changes outputs, and cnnzoo checkpoints do not store it).
     """
+    flatten_from = flatten_from or {}
+    modules = dict(model.named_modules())
+    name = getattr(model, "model_name", type(model).__name__)
+    unplaced = [layer.name for layer in layers if layer.name not in name_map]
+    if unplaced:
+        raise WeightsError(
+            f"{source}: {len(unplaced)} Keras layer{'s have' if len(unplaced) > 1 else ' has'} no place in {name}: "
+            f"{', '.join(unplaced[:8])}{' ...' if len(unplaced) > 8 else ''}. Is it a file of the Keras model {name} "
+            f"mirrors ({_keras_twin(name)})?"
+        )
+    state: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        path = name_map[layer.name]
+        where = f"{source}: Keras layer {layer.name!r} -> {path}"
+        if path not in modules:
+            raise WeightsError(f"{where}: {name} has no module {path!r}")
+        module = modules[path]
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            _convert_bn_settings(module, layer.config, where)
+        for key, value in keras_layer_tensors(module, layer.arrays, where=where, flatten_from=flatten_from.get(layer.name)).items():
+            state[f"{path}.{key}" if path else key] = value
+    return state
 
-    def put(param: torch.Tensor | None, value: np.ndarray, what: str) -> None:
-        if param is None:
-            raise WeightsError(f"{where}: the cnnzoo layer has no {what}, the Keras layer has one of shape {value.shape}")
-        t = torch.as_tensor(np.ascontiguousarray(value), dtype=param.dtype)
-        if tuple(t.shape) != tuple(param.shape):
-            raise WeightsError(f"{where}: {what} has shape {tuple(param.shape)} in cnnzoo, Keras gives {tuple(t.shape)}")
-        with torch.no_grad():
-            param.copy_(t)
 
-    def check_bias(module_bias: torch.Tensor | None) -> None:
-        if module_bias is not None and "bias" not in arrays:
-            raise WeightsError(f"{where}: the cnnzoo layer has a bias, the Keras layer has none")
+def _convert_bn_settings(module: nn.modules.batchnorm._BatchNorm, config: Mapping[str, Any], where: str) -> None:
+    if "epsilon" in config and not math.isclose(config["epsilon"], module.eps, rel_tol=1e-6):
+        raise WeightsError(
+            f"{where}: the Keras BatchNormalization has epsilon {config['epsilon']:g}, the cnnzoo one {module.eps:g}: "
+            "the file is of another architecture than this model"
+        )
+    if "momentum" in config:
+        module.momentum = 1 - config["momentum"]
 
-    if isinstance(module, nn.Conv2d):
-        put(module.weight, np.transpose(arrays["kernel"], (3, 2, 0, 1)), "kernel")
-        check_bias(module.bias)
-        if "bias" in arrays:
-            put(module.bias, arrays["bias"], "bias")
-    elif isinstance(module, nn.Linear):
-        kernel = arrays["kernel"]  # (in, out)
-        if flatten_from is not None:
-            c, h, w = flatten_from
-            kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-        put(module.weight, kernel.T, "kernel")
-        check_bias(module.bias)
-        if "bias" in arrays:
-            put(module.bias, arrays["bias"], "bias")
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if "gamma" in arrays:
-            put(module.weight, arrays["gamma"], "gamma (scale)")
-        elif module.weight is not None:
-            raise WeightsError(f"{where}: the cnnzoo BatchNorm has a scale (gamma), the Keras one has none")
-        if "beta" in arrays:
-            put(module.bias, arrays["beta"], "beta (shift)")
-        put(module.running_mean, arrays["moving_mean"], "moving mean")
-        put(module.running_var, arrays["moving_variance"], "moving variance")
-    else:
-        raise WeightsError(f"{where}: don't know how to copy Keras weights into {type(module).__name__}")
+
+def _keras_twin(model_name: str) -> str:
+    from ..registry import get_model_info, list_models
+
+    twin = get_model_info(model_name).keras if model_name in list_models() else None
+    return f"keras.applications.{twin}" if twin else "none"
 
 
 def load_keras_model(
@@ -81,25 +361,93 @@ def load_keras_model(
     *,
     flatten_from: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> nn.Module:
-    """Copy every weighted layer of ``keras_model`` into ``model``.
+    """Copy every weighted layer of a live ``keras_model`` into ``model``.
 
     ``name_map`` maps a Keras layer name to a cnnzoo module path (``model.get_submodule(path)``).
     Every Keras layer with weights must be mapped, and every cnnzoo parameter must be written.
     """
-    flatten_from = flatten_from or {}
-    written: set[str] = set()
-    modules = dict(model.named_modules())
-    for layer in keras_model.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in name_map:
-            raise WeightsError(f"Keras layer {layer.name!r} ({type(layer).__name__}) has no place in {type(model).__name__}")
-        path = name_map[layer.name]
-        if path not in modules:
-            raise WeightsError(f"Keras layer {layer.name!r} maps to {path!r}, which {type(model).__name__} does not have")
-        copy_keras_layer(modules[path], keras_layer_arrays(layer), where=f"{layer.name} -> {path}", flatten_from=flatten_from.get(layer.name))
-        written.update(f"{path}.{n}" if path else n for n, _ in modules[path].named_parameters(recurse=False))
-    left = [n for n, _ in model.named_parameters() if n not in written]
-    if left:
-        raise WeightsError(f"{len(left)} cnnzoo parameters got no Keras weights: {', '.join(left[:10])}")
+    from .torchvision import load_state_dict_checked
+
+    source = f"Keras model {keras_model.name!r}"
+    state = keras_state_dict(model, live_keras_layers(keras_model), name_map, flatten_from=flatten_from, source=source)
+    load_state_dict_checked(model, state, source=source)
     return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Which Keras layer goes where, for the zoo's Keras twins
+# --------------------------------------------------------------------------------------------------
+
+
+def zoo_keras_name_map(model: nn.Module, layers: list[KerasLayer], source: str) -> tuple[dict[str, str], dict[str, tuple[int, int, int]]]:
+    """``(name_map, flatten_from)`` for loading ``layers`` into a zoo model with a Keras twin.
+
+    VGG16/19 and the ResNets carry Keras' layer names; InceptionV3's names are made up by Keras, so
+    its layers are placed by creation order (:func:`creation_order_name_map`).
+    """
+    from ..models import inception, resnet, vgg
+    from ..registry import get_model_info, list_models
+
+    name = getattr(model, "model_name", type(model).__name__)
+    if name not in list_models() or get_model_info(name).keras is None:
+        twins = [n for n in list_models() if get_model_info(n).keras]
+        raise WeightsError(f"{source}: Keras weights load into {', '.join(twins)} only; {name} has no Keras counterpart")
+    if isinstance(model, vgg.VGG):
+        return vgg.keras_name_map(model), vgg.KERAS_FLATTEN
+    if isinstance(model, resnet.KerasResNet):
+        return resnet.keras_name_map(model), {}
+    if isinstance(model, inception.InceptionV3Keras):
+        return creation_order_name_map(model, layers, source), {}
+    raise WeightsError(f"{source}: no Keras name map for {type(model).__name__}")
+
+
+def _creation_index(name: str) -> tuple[str, int]:
+    """``conv2d_17`` -> ('conv2d', 17), ``conv2d`` -> ('conv2d', 0): Keras numbers auto-named layers as it makes them."""
+    match = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+    assert match is not None  # the pattern matches every string
+    return match.group(1), int(match.group(2) or 0)
+
+
+def creation_order_name_map(model: nn.Module, layers: list[KerasLayer], source: str) -> dict[str, str]:
+    """Place auto-named Keras layers (``conv2d_17``, ``batch_normalization_17``) on ``model`` by creation order.
+
+    Keras numbers the layers it names in the order it creates them, from wherever the session's
+    counter stood, so the numbers differ between files but their order does not. ``inception_v3.py``
+    creates each conv with its BatchNormalization right after it, block by block and branch by branch
+    in concatenation order: the order of ``model``'s :class:`~cnnzoo.layers.ConvBNAct` units (see
+    :func:`cnnzoo.models.inception.keras_layer_names`, which walks a live Keras graph instead). The
+    k-th Conv2D goes to the k-th unit's ``conv``, the k-th BatchNormalization to its ``bn``, the one
+    Dense layer to ``predictions``. Every kernel shape and channel count is checked, so a file of
+    another model raises instead of loading scrambled weights.
+    """
+    from ..layers import ConvBNAct
+
+    name = getattr(model, "model_name", type(model).__name__)
+    convs = sorted((layer for layer in layers if layer.kind == "conv"), key=lambda layer: _creation_index(layer.name))
+    norms = sorted((layer for layer in layers if layer.kind == "batchnorm"), key=lambda layer: _creation_index(layer.name))
+    denses = [layer for layer in layers if layer.kind == "dense"]
+    units = [(path, m) for path, m in model.named_modules() if isinstance(m, ConvBNAct)]
+    if not (len(convs) == len(norms) == len(units)) or len(denses) != 1:
+        raise WeightsError(
+            f"{source} has {len(convs)} Conv2D, {len(norms)} BatchNormalization and {len(denses)} Dense layers; "
+            f"{name} needs {len(units)}, {len(units)} and 1 (keras.applications.InceptionV3 with include_top=True)"
+        )
+    name_map: dict[str, str] = {}
+    for i, (conv, norm, (path, unit)) in enumerate(zip(convs, norms, units), start=1):
+        kh, kw, cin, cout = conv.arrays["kernel"].shape
+        want = tuple(unit.conv.weight.shape)
+        if (cout, cin, kh, kw) != want:
+            raise WeightsError(
+                f"{source}: Keras layer {conv.name!r} (Conv2D number {i} in creation order) has a {kh}x{kw} kernel from "
+                f"{cin} to {cout} channels where {path}.conv of {name} has {want[2]}x{want[3]} from {want[1]} to {want[0]}"
+            )
+        channels = norm.arrays["moving_mean"].shape[0]
+        if channels != cout:
+            raise WeightsError(
+                f"{source}: Keras layer {norm.name!r} (BatchNormalization number {i}) has {channels} channels, "
+                f"the conv before it ({conv.name!r}) {cout}: the file's layers are not in the order {name} needs"
+            )
+        name_map[conv.name] = f"{path}.conv"
+        name_map[norm.name] = f"{path}.bn"
+    name_map[denses[0].name] = "predictions"
+    return name_map

@@ -37,9 +37,15 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists every problem by name."""
+    """``load_state_dict(strict=True)`` with an error that lists every problem by name.
+
+    BatchNorm's ``num_batches_tracked`` counters that the source lacks keep the model's own value:
+    Keras has no such counter, and neither have torchvision's files from before PyTorch 0.4.1.
+    """
     name = getattr(model, "model_name", type(model).__name__)
     own = model.state_dict()
+    counters = {k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in state_dict}
+    state_dict = {**state_dict, **counters}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     mismatched = [

@@ -1,0 +1,160 @@
+"""The inspection commands of the ``cnnzoo`` command line: ``summary``, ``shape`` and ``visualize``.
+
+``cnnzoo.cli`` calls :func:`register` with its sub-parsers. Each handler returns the exit code; a
+:class:`~cnnzoo.errors.CnnzooError` raised here is printed by ``cnnzoo.cli.main`` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .shapes import conv_output, receptive_fields
+from .summary import summary
+from .visualize import visualize
+from .walk import explain_layer, walk
+
+__all__ = ["register", "parse_input_size", "parse_padding"]
+
+
+def parse_input_size(text: str) -> int | tuple[int, ...]:
+    """``3x224x224`` -> (3, 224, 224); ``224x224`` -> (224, 224); ``224`` -> 224."""
+    try:
+        values = tuple(int(v) for v in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected CxHxW (3x224x224), HxW (224x224) or one size (224), all positive; got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def parse_padding(text: str) -> int | str | tuple[int, int]:
+    """``3`` -> 3, ``same`` / ``valid``, ``0,1`` -> (0, 1) (before, after)."""
+    if text in ("same", "valid"):
+        return text
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected a padding like 3, 0,1 (before, after), same or valid; got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    s = summary(args.model, args.input, style=args.style, depth=args.depth, batch_size=args.batch_size, mode=args.mode)
+    if args.format == "json":
+        print(s.to_json())
+    elif args.format == "csv":
+        print(s.to_csv(), end="")
+    else:
+        print(s)
+    return 0
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    layer_options = [o for o in ("size", "kernel") if getattr(args, o) is not None]
+    if args.model is None:
+        if len(layer_options) < 2:
+            raise ValueError(
+                "give a model (cnnzoo shape resnet50 --input 3x224x224) or one layer (--size 224 --kernel 7 [--stride 2 --padding 3])"
+            )
+        return _one_layer(args)
+    if layer_options:
+        raise ValueError("--size and --kernel describe one layer; with a model, give its input with --input")
+    w = walk(args.model, args.input)
+    print(json.dumps(w.to_dict(), indent=2) if args.format == "json" else w)
+    return 0 if w.ok else 1
+
+
+def _one_layer(args: argparse.Namespace) -> int:
+    if args.input is not None:
+        raise ValueError("--input goes with a model; for one layer give --size")
+    if args.format == "json":
+        out = conv_output(args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode)
+        rf = receptive_fields([(args.kernel, args.stride, args.dilation)])[-1]
+        data: dict[str, Any] = dict(
+            size=args.size, kernel=args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation,
+            ceil_mode=args.ceil_mode, output=out.size, exact=out.exact, formula=out.formula, note=out.note or None,
+            receptive_field=rf.receptive_field, jump=rf.jump,
+        )
+        print(json.dumps(data, indent=2))
+    else:
+        print(explain_layer(args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode))
+    return 0
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    pictures = visualize(args.model, args.image, args.out, size=args.size, channels=args.channels)
+    print(f"stages: {', '.join(pictures.stages)}")
+    for path in pictures.paths:
+        print(f"wrote {path}")
+    return 0
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``summary``, ``shape`` and ``visualize`` to the ``cnnzoo`` command line."""
+    p = subparsers.add_parser(
+        "summary",
+        help="a model layer by layer: shapes, params, MACs, receptive fields (Keras' summary, and more)",
+        description="A model as a table in Keras' layout, with kernel/stride/padding, MACs, receptive field and jump "
+        "of every layer, and totals. Runs on the meta device: no weights, no arithmetic.",
+    )
+    p.add_argument("model", help="a zoo model (cnnzoo list)")
+    p.add_argument("--input", type=parse_input_size, help="input size CxHxW, HxW or one side (default: the model's native size)")
+    p.add_argument("--depth", type=_positive, help="fold blocks nested deeper than this into one row (1: the model's children)")
+    p.add_argument("--style", choices=("torch", "keras"), default="torch",
+                   help="torch: module paths, sum(p.numel()); keras: Keras names, types and (None, H, W, C) shapes, "
+                   "BatchNorm statistics as non-trainable params")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass (MACs and activation memory scale with it)")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="trace in eval (default) or train mode")
+    p.set_defaults(func=cmd_summary)
+
+    p = subparsers.add_parser(
+        "shape",
+        help="output-size formulas: one layer (--size --kernel ...), or a whole model walked layer by layer",
+        description="With --size and --kernel: one layer's output size, worked through, and its receptive field. With a "
+        "model: every layer that changes the size, with its formula, stopping at the first layer the input is too small "
+        "for (exit code 1) and saying which sizes work.",
+    )
+    p.add_argument("model", nargs="?", help="a zoo model to walk")
+    p.add_argument("--input", type=parse_input_size, help="the model's input, CxHxW, HxW or one side (default: native)")
+    p.add_argument("--size", type=_positive, help="one layer: input height (= width)")
+    p.add_argument("--kernel", type=_positive, help="one layer: kernel size")
+    p.add_argument("--stride", type=_positive, default=1)
+    p.add_argument("--padding", type=parse_padding, default=0, help="3, 0,1 (before, after), same or valid")
+    p.add_argument("--dilation", type=_positive, default=1)
+    p.add_argument("--ceil-mode", action="store_true", help="round up, as pooling with ceil_mode=True")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_shape)
+
+    p = subparsers.add_parser(
+        "visualize",
+        help="PNGs of a model at work: first-layer filters, feature maps per stage, activation statistics",
+        description="Runs one image through the model and writes input.png, filters.png, feature_maps.png and "
+        "activation_stats.png. A model given by name has its initial (random) weights; give a checkpoint for trained ones.",
+    )
+    p.add_argument("model", metavar="NAME_OR_CHECKPOINT", help="a zoo model, or a checkpoint file or run folder")
+    p.add_argument("--image", required=True, help="an image file (PNG, JPEG ...)")
+    p.add_argument("--out", required=True, help="directory to write the PNGs to (created if missing)")
+    p.add_argument("--size", type=_positive, help="square input side (default: the model's native size)")
+    p.add_argument("--channels", type=_positive, default=8, help="feature maps shown per stage (default 8)")
+    p.set_defaults(func=cmd_visualize)

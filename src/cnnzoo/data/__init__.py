@@ -1,0 +1,40 @@
+"""The data layer: ``load_data(spec)`` gives the train and test splits that ``cnnzoo train`` reads.
+
+In-memory data (mnist5k, MNIST IDX files, CIFAR batches, synthetic) comes as :class:`ArrayData`: whole
+uint8 tensors, batched by indexing and augmented on the device with :func:`augment_batch`. Image folders
+come as :class:`ImageFolderData`, a ``Dataset`` for a ``DataLoader`` with ``collate_fn=collate_skip_none``.
+Nothing here downloads anything.
+"""
+
+from .base import ArrayData, DataError, DataSplits
+from .arrays import augment_batch, convert_channels, normalize_batch, resize_images
+from .cifar import SafeUnpickler, load_cifar10, load_cifar100
+from .folder import CorruptImageWarning, FolderBatch, ImageFolderData, collate_skip_none, load_folder
+from .mnist import MNIST5K_SEED, load_mnist5k, load_mnist_dir, mnist5k_split, read_idx
+from .specs import SYNTHETIC_SEED, data_kinds, load_data
+
+__all__ = [
+    "ArrayData",
+    "CorruptImageWarning",
+    "DataError",
+    "DataSplits",
+    "FolderBatch",
+    "ImageFolderData",
+    "MNIST5K_SEED",
+    "SYNTHETIC_SEED",
+    "SafeUnpickler",
+    "augment_batch",
+    "collate_skip_none",
+    "convert_channels",
+    "data_kinds",
+    "load_cifar10",
+    "load_cifar100",
+    "load_data",
+    "load_folder",
+    "load_mnist5k",
+    "load_mnist_dir",
+    "mnist5k_split",
+    "normalize_batch",
+    "read_idx",
+    "resize_images",
+]

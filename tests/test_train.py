@@ -1,0 +1,373 @@
+"""Training end to end: accuracy on real digits, the run folder, kill-and-resume, DDP, faults.
+
+Runs that must survive SIGKILL are real child processes (python -m cnnzoo train ...)."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cnnzoo
+from cnnzoo import checkpoint as ckpt
+from cnnzoo import data as datalib
+from cnnzoo.train import TrainConfig, TrainingError, train
+
+from .data_fixtures import make_cifar10_dir, make_mnist_dir, solid, write_jpeg, write_png
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args, check=True, timeout=300):
+    p = subprocess.run([sys.executable, "-m", "cnnzoo", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"cnnzoo {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / json.loads((run_dir / "last.json").read_text())["weights"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the main job: `make run`
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    """The `make run` job with its defaults: LeNet-5, mnist5k, 30 epochs (about 10 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("runs") / "lenet5"
+    p = cli("train", "lenet5", "--out", out, "--no-progress")
+    return out, p.stdout
+
+
+def test_lenet5_on_mnist5k_reaches_98_5_percent(lenet_run):
+    out, stdout = lenet_run
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 30
+    assert history[-1]["test_count"] == 1000  # the 1,000 held-out digits, each counted once
+    assert history[-1]["test_acc"] >= 0.985, history[-1]
+    assert "done: test accuracy" in stdout
+
+
+def test_run_folder_holds_everything(lenet_run):
+    out, _ = lenet_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["data"] == "mnist5k" and config["epochs"] == 30
+    for name in ("summary.txt", "curves.png", "confusion_matrix.png", "last.json", "best.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard event file"
+    for png in ("curves.png", "confusion_matrix.png"):
+        from torchvision.io import decode_png, read_file
+
+        img = decode_png(read_file(str(out / png)))
+        assert img.shape[1] > 200 and img.shape[2] > 200 and img.float().std() > 10  # a real picture, not blank
+    # only the last and the best pair are kept, each pair complete
+    files = sorted(p.name for p in (out / "checkpoints").iterdir())
+    best, last = (json.loads((out / f"{w}.json").read_text()) for w in ("best", "last"))
+    assert set(files) == {Path(best["weights"]).name, Path(best["state"]).name, Path(last["weights"]).name, Path(last["state"]).name}
+    # the training state loads with weights_only=True; the weights hold no "module." prefix
+    state = torch.load(out / last["state"], weights_only=True)
+    assert state["epoch"] == 30 and len(state["history"]) == 30 and state["classes"] == [str(i) for i in range(10)]
+    assert not any(k.startswith("module.") for k in load_file(out / last["weights"]))
+
+
+def test_eval_and_predict_from_the_run(lenet_run, tmp_path):
+    out, _ = lenet_run
+    result = json.loads(cli("eval", out, "--json").stdout)
+    assert result["count"] == 1000 and len(result["per_class"]) == 10 and result["top1"] >= 0.985
+    assert sum(map(sum, result["confusion"])) == 1000
+    assert abs(sum(result["confusion"][i][i] for i in range(10)) / 1000 - result["top1"]) < 1e-9
+    # predict: held-out digits written as a gray PNG, an RGB JPEG and an RGBA PNG all classify right
+    test = datalib.load_data("mnist5k").test
+    imgs = test.images[:3].numpy()
+    labels = test.labels[:3].tolist()
+    gray = write_png(tmp_path / "gray.png", imgs[0].transpose(1, 2, 0))
+    rgb = write_jpeg(tmp_path / "rgb.jpg", imgs[1].transpose(1, 2, 0).repeat(3, axis=2), quality=100)
+    rgba = imgs[2].transpose(1, 2, 0).repeat(4, axis=2).copy()
+    rgba[..., 3] = 255
+    rgba = write_png(tmp_path / "rgba.png", rgba)
+    results = json.loads(cli("predict", out, gray, rgb, rgba, "--topk", "3", "--json").stdout)
+    assert [r["top"][0][0] for r in results] == [str(c) for c in labels]
+    assert all(len(r["top"]) == 3 and abs(sum(p for _, p in r["top"]) - 1) < 0.05 for r in results)
+
+
+# ---------------------------------------------------------------------------------------------
+# stop and resume without loss
+
+
+SHORT = ["train", "lenet5", "--epochs", "4", "--deterministic", "--no-progress", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    cli(*SHORT, "--out", out)
+    return out
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import cnnzoo.checkpoint as c
+target, when, name_part = sys.argv[1], sys.argv[2], sys.argv[3]
+calls = {"n": 0}
+original = getattr(c, target)
+def dying(*args, **kwargs):
+    path = args[1] if target == "save_file" else args[0]  # save_file(tensors, path, ...)
+    if name_part in Path(path).name:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the checkpoint of epoch 2
+            if when == "after":
+                original(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(c, target, dying)
+from cnnzoo.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "target,when,name_part",
+    [
+        ("save_weights", "before", ".safetensors"),  # killed before the weights file of epoch 2 is in place
+        ("save_training_state", "before", ".state.pt"),  # weights of epoch 2 written, its state not: an incomplete pair
+        ("save_file", "after", ".safetensors"),  # inside the atomic write: temp file written, not yet renamed
+        ("atomic_write_text", "after", "last.json"),  # pair complete and last.json moved; best.json and pruning not done
+    ],
+)
+def test_sigkill_while_writing_a_checkpoint_then_resume_is_bitwise_equal(uninterrupted, tmp_path, target, when, name_part):
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, target, when, name_part, *SHORT, "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    last = json.loads((out / "last.json").read_text())
+    assert last["epoch"] in (1, 2)
+    ckpt.load_model(out, which="last")  # what the pointer names is complete and loads
+    cli("train", "--resume", out, "--no-progress")
+    a, b = final_weights(uninterrupted), final_weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not [f for f in (out / "checkpoints").iterdir() if f.name.endswith(".tmp")]
+
+
+def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(uninterrupted, tmp_path):
+    """Kill the run again and again at random moments, resume each time, until it finishes."""
+    out = tmp_path / "run"
+    rng = random.Random(1)
+    kills = 0
+    args = [*SHORT, "--out", out]
+    for attempt in range(12):
+        proc = subprocess.Popen([sys.executable, "-m", "cnnzoo", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        if attempt < 8:
+            # wait for the run to start training (its config appears), then kill somewhere in the epochs
+            deadline = time.time() + 120
+            while not (out / "config.json").exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.6))
+            proc.send_signal(signal.SIGKILL)
+        code = proc.wait(timeout=300)
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, proc.stderr.read().decode()
+        kills += 1
+        args = ["train", "--resume", out, "--no-progress"]
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 3
+    a, b = final_weights(uninterrupted), final_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_resume_keeps_the_schedule_and_says_how_to_train_further(uninterrupted, tmp_path):
+    p = cli("train", "--resume", uninterrupted, "--epochs", "5", check=False)
+    assert p.returncode == 2 and "started for 4 epochs" in p.stderr and f"--weights {uninterrupted} --epochs 5" in p.stderr
+    out = tmp_path / "more"
+    cli("train", "lenet5", "--weights", uninterrupted, "--epochs", "1", "--out", out, "--no-progress")
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["test_acc"] > 0.5  # it started from the trained weights, not from scratch
+
+
+# ---------------------------------------------------------------------------------------------
+# several processes
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
+    return out
+
+
+def test_two_process_ddp_training_killed_and_resumed(tmp_path):
+    """torchrun with 2 CPU processes (gloo): killed (agent and workers) after its first
+    checkpoint, resumed with torchrun again, finished; every test image counted once."""
+    out = tmp_path / "ddp"
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cnnzoo"]
+    first = torchrun + ["train", "lenet5", "--device", "cpu", "--no-progress", "--epochs", "12", "--batch-size", "32", "--out", str(out)]
+    proc = subprocess.Popen(first, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 240
+    while not (out / "last.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in [proc.pid, *descendants(proc.pid)]:  # the agent and its workers, like a machine dying
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # a helper process that ended meanwhile
+            pass
+    log = proc.communicate(timeout=60)[0]
+    assert (out / "last.json").exists(), log
+    killed_after = json.loads((out / "last.json").read_text())["epoch"]
+    assert killed_after < 12, log
+    p = subprocess.run(torchrun + ["train", "--resume", str(out), "--device", "cpu", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 processes" in p.stdout and "resuming after epoch" in p.stdout
+    assert f"resuming after epoch {killed_after}" in p.stdout
+    assert p.stdout.count("epoch  12/12") == 1, p.stdout  # rank 0 alone logs
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == list(range(1, 13))
+    assert all(h["test_count"] == 1000 for h in history)  # both shards together: every test digit once
+    # 4,000 training images, 2,000 per process, 62 full batches of 32 each: 62 steps per epoch
+    assert history[-1]["step"] == 12 * 62
+    weights = final_weights(out)
+    assert not any(k.startswith("module.") for k in weights)
+    assert isinstance(ckpt.load_model(out, which="last"), cnnzoo.models.ZooModel)
+
+
+# ---------------------------------------------------------------------------------------------
+# other data formats through the same command
+
+
+def test_train_on_mnist_idx_files(tmp_path):
+    make_mnist_dir(tmp_path / "mnist", gz=True, n_train=64, n_test=20)
+    out = tmp_path / "run"
+    cli("train", "lenet5", "--data", f"mnist:{tmp_path / 'mnist'}", "--epochs", "1", "--batch-size", "16", "--out", out, "--no-progress")
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["test_count"] == 20
+
+
+def test_train_on_cifar10_batches(tmp_path):
+    folder, _, _ = make_cifar10_dir(tmp_path, n=8)
+    out = tmp_path / "run"
+    cli("train", "resnet20", "--data", f"cifar10:{folder}", "--epochs", "1", "--batch-size", "8", "--out", out, "--no-progress")
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["test_count"] == 8
+    assert ckpt.read_metadata(out / json.loads((out / "last.json").read_text())["weights"])["info"]["classes"][0] == "airplane"
+
+
+def _image_folder(root: Path, *, corrupt: bool) -> Path:
+    colors = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    for split, n in (("train", 6), ("val", 2)):
+        for name, color in colors.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                write_png(folder / f"{i}.png", solid(40, 48, color))
+    if corrupt:
+        good = (root / "train" / "red" / "0.png").read_bytes()
+        (root / "train" / "red" / "broken.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def test_train_on_an_image_folder_skips_and_names_a_corrupt_file(tmp_path):
+    root = _image_folder(tmp_path / "imgs", corrupt=True)
+    out = tmp_path / "run"
+    p = cli("train", "resnet18", "--data", f"folder:{root}", "--image-size", "32", "--epochs", "1", "--batch-size", "13", "--workers", "0", "--out", out, "--no-progress")
+    assert "broken.png" in p.stderr
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped_images"] == 1 and last["test_count"] == 4
+    p = cli("train", "resnet18", "--data", f"folder:{root}", "--image-size", "32", "--epochs", "1", "--batch-size", "13", "--workers", "0", "--out", tmp_path / "strict", "--no-progress", "--strict", check=False)
+    assert p.returncode != 0 and "broken.png" in p.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# faults: clear errors, nothing lost
+
+
+def test_input_too_small_is_refused_before_training(tmp_path):
+    p = cli("train", "inception_v3", "--data", "synthetic:16:3x32x32:4", "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2
+    assert "inception_v3 needs images of at least 75x75" in p.stderr and "--image-size 75" in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_existing_run_folder_is_never_overwritten(uninterrupted):
+    before = {p: p.stat().st_mtime_ns for p in uninterrupted.rglob("*") if p.is_file()}
+    p = cli("train", "lenet5", "--out", uninterrupted, "--epochs", "1", check=False)
+    assert p.returncode == 2 and f"--resume {uninterrupted}" in p.stderr
+    assert {p: p.stat().st_mtime_ns for p in uninterrupted.rglob("*") if p.is_file()} == before
+
+
+def test_unknown_model_and_data_spec_list_the_valid_ones(tmp_path):
+    p = cli("train", "lenet7", check=False)
+    assert p.returncode == 2 and "lenet5" in p.stderr
+    p = cli("train", "lenet5", "--data", "imagenet:/x", "--out", tmp_path / "r", check=False)
+    assert p.returncode == 2
+    for kind in ("mnist5k", "mnist:", "cifar10:", "cifar100:", "folder:", "synthetic"):
+        assert kind in p.stderr, kind
+
+
+def _tiny_config(out: Path, **kw) -> TrainConfig:
+    return TrainConfig(model="lenet5", data="synthetic:64:1x28x28:10", epochs=3, batch_size=16, out=str(out), progress=False, **kw)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = datalib.normalize_batch
+
+    def poisoned(x, mean, std):
+        calls["n"] += 1
+        y = real(x, mean, std)
+        return y * float("nan") if calls["n"] > 5 else y  # epoch 1: 4 train + 1 test batches are clean
+
+    monkeypatch.setattr(datalib, "normalize_batch", poisoned)
+    with pytest.raises(TrainingError, match=r"NaN or infinite in epoch 2.*last good checkpoint \(epoch 1\) is intact"):
+        train(_tiny_config(tmp_path / "run"))
+    model = ckpt.load_model(tmp_path / "run", which="last")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert json.loads((tmp_path / "run" / "last.json").read_text())["epoch"] == 1
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    real = ckpt.save_training_state
+    calls = {"n": 0}
+
+    def full_disk(path, state):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            def write(tmp):
+                with open(tmp, "wb") as f:
+                    f.write(b"partial")
+                raise OSError(28, "No space left on device")
+
+            return ckpt.atomic_write(path, write)
+        return real(path, state)
+
+    monkeypatch.setattr(ckpt, "save_training_state", full_disk)
+    with pytest.raises(TrainingError, match=r"No space left on device; the previous checkpoint \(epoch 1\) is intact.*--resume"):
+        train(_tiny_config(tmp_path / "run"))
+    run = tmp_path / "run"
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    ckpt.load_model(run, which="last")
+    assert not [f for f in (run / "checkpoints").iterdir() if f.name.endswith(".tmp")]
+    monkeypatch.setattr(ckpt, "save_training_state", real)
+    result = train(TrainConfig(model="lenet5", resume=str(run), progress=False))  # and it resumes
+    assert result["epoch"] == 3
