@@ -1,8 +1,11 @@
 """cnnzoo: the landmark convolutional networks, exact and verified, on PyTorch."""
 
+from .compat.torchvision import load_torchvision_state_dict
+from .counting import ParamCount, count_params
 from .errors import CnnzooError, InputShapeError, ShapeError, UnknownModelError, WeightsError
 from .registry import ModelInfo, create_model, get_model_info, list_models
-from .compat.torchvision import load_torchvision_state_dict
+from .summary import Summary, summary
+from .walk import walk
 
 __version__ = "0.1.0"
 
@@ -10,11 +13,26 @@ __all__ = [
     "CnnzooError",
     "InputShapeError",
     "ModelInfo",
+    "ParamCount",
     "ShapeError",
+    "Summary",
     "UnknownModelError",
     "WeightsError",
+    "count_params",
     "create_model",
     "get_model_info",
     "list_models",
     "load_torchvision_state_dict",
+    "summary",
+    "visualize",
+    "walk",
 ]
+
+
+def __getattr__(name: str):
+    # visualize pulls in matplotlib: imported on first use, not with the package
+    if name == "visualize":
+        from .visualize import visualize
+
+        return visualize
+    raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")

@@ -22,15 +22,20 @@ def _meta_model(name: str, **kwargs):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    names = list_models(args.family)
+    if not names:
+        families = sorted({get_model_info(n).family for n in list_models()})
+        raise ValueError(f"no models in family {args.family!r}; families: {', '.join(families)}")
     rows = []
-    for name in list_models(args.family):
+    for name in names:
         info = get_model_info(name)
-        params = count_params(_meta_model(name))
+        model = _meta_model(name)
         rows.append(
             dict(
                 name=name,
                 family=info.family,
-                params=params.total,
+                params=count_params(model).total,
+                keras_params=count_params(model, "keras").total if info.keras else None,
                 input="x".join(map(str, info.input_size)),
                 min_size=info.min_size,
                 classes=info.num_classes,
@@ -40,12 +45,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title=f"cnnzoo: {len(rows)} models", title_justify="left")
-    for col, justify in (("model", "left"), ("family", "left"), ("params", "right"), ("input (C×H×W)", "right"), ("min H=W", "right"), ("classes", "right"), ("same weights as", "left")):
+    table = Table(
+        title=f"cnnzoo: {len(rows)} models",
+        title_justify="left",
+        caption="params: sum(p.numel()), as torchvision counts; Keras count: as Keras' summary() counts (BatchNorm moving statistics included)",
+        caption_justify="left",
+    )
+    for col, justify in (("model", "left"), ("family", "left"), ("params", "right"), ("Keras count", "right"), ("input (C×H×W)", "right"), ("min H=W", "right"), ("classes", "right"), ("same weights as", "left")):
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r["name"], r["family"], f"{r['params']:,}", r["input"], str(r["min_size"]), str(r["classes"]), r["twins"])
-    Console(width=max(120, Console().width)).print(table)
+        keras = f"{r['keras_params']:,}" if r["keras_params"] is not None else ""
+        table.add_row(r["name"], r["family"], f"{r['params']:,}", keras, r["input"], str(r["min_size"]), str(r["classes"]), r["twins"])
+    Console(width=max(140, Console().width)).print(table)
     return 0
 
 

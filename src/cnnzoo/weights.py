@@ -130,15 +130,18 @@ def detect_format(path: str | Path) -> str:
 def _require_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such file" + (" (a folder: name the weights file in it)" if path.is_dir() else ""))
+        raise WeightsError(f"{path}: no such file")
     return path
 
 
 def _zip_format(path: Path) -> str:
     if is_keras_archive(path):
         return "keras"
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except zipfile.BadZipFile as e:
+        raise WeightsError(f"{path}: a damaged zip archive ({e})") from None
     if any("/code/" in n for n in names):
         raise WeightsError(
             f"{path}: a TorchScript archive (torch.jit.save). It holds code, and cnnzoo runs no code from files. "
@@ -250,11 +253,14 @@ def _match_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[
 def load_pretrained(model: nn.Module, path: str | Path, *, sha256: str | None = None, reset_head: bool = False) -> LoadReport:
     """Load any accepted weights file (see the module docstring) into ``model``, strictly.
 
-    ``sha256`` checks the file before anything in it is read. ``reset_head=True`` lets a model built
-    with another ``num_classes`` keep its own, freshly initialised classifier and load everything
-    else; without it a different head is an error that says so.
+    ``path`` may also be a cnnzoo run folder (its best checkpoint). ``sha256`` checks the file before
+    anything in it is read. ``reset_head=True`` lets a model built with another ``num_classes`` keep
+    its own, freshly initialised classifier and load everything else; without it a different head is
+    an error that says so.
     """
-    path = _require_file(path)
+    from .checkpoint import resolve_checkpoint
+
+    path = _require_file(resolve_checkpoint(path) if Path(path).is_dir() else path)
     name = getattr(model, "model_name", type(model).__name__)
     digest = verify_sha256(path, sha256) if sha256 else None
     fmt = detect_format(path)

@@ -94,12 +94,15 @@ def keras_file_kind(path: str | Path) -> str:
         return "keras"
     import h5py
 
-    with h5py.File(path, "r") as f:
-        group = f["model_weights"] if "model_weights" in f else f
-        if _has_attr_list(group, "layer_names"):
-            return "keras-h5"
-        if "layers" in f:
-            return "keras-weights-h5"
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            if _has_attr_list(group, "layer_names"):
+                return "keras-h5"
+            if "layers" in f:
+                return "keras-weights-h5"
+    except OSError as e:
+        raise WeightsError(f"{path}: a damaged HDF5 file ({e})") from None
     raise WeightsError(
         f"{path}: an HDF5 file, but not one Keras wrote: it has neither a 'layer_names' attribute (legacy .h5) "
         "nor a 'layers' group (Keras 3 .weights.h5)"

@@ -77,10 +77,10 @@ def renamer_from_sequences(sections: Mapping[str, list[str]]):
     """
 
     def rename(key: str) -> str:
-        section, index, rest = key.split(".", 2)
-        names = sections.get(section)
-        if names is None or not index.isdigit() or int(index) >= len(names):
+        parts = key.split(".", 2)
+        names = sections.get(parts[0]) if len(parts) == 3 else None
+        if names is None or not parts[1].isdigit() or int(parts[1]) >= len(names):
             return key  # leave it: load_state_dict_checked reports it as unexpected
-        return f"{section}.{names[int(index)]}.{rest}"
+        return f"{parts[0]}.{names[int(parts[1])]}.{parts[2]}"
 
     return rename

@@ -40,15 +40,16 @@ class ZooModel(nn.Module):
             raise InputShapeError(f"{self.model_name} expects {need}; got a {x.dim()}-d tensor of shape {shape}.{fix}")
         c, h, w = shape[1:]
         if c != self.in_chans:
-            hint = (
-                f" If the data is in channels-last (N, H, W, C) layout, permute it with x.permute(0, 3, 1, 2)."
-                if shape[3] == self.in_chans
-                else ""
-            )
+            if shape[3] == self.in_chans:  # (N, H, W, C): images as PIL/NumPy/Keras lay them out
+                raise InputShapeError(
+                    f"{self.model_name} expects {self.in_chans} input channel{'s' if self.in_chans != 1 else ''} in dim 1, "
+                    f"got {c} (input shape {shape}): the data looks channels-last (N, H, W, C); "
+                    f"permute it with x.permute(0, 3, 1, 2)."
+                )
             raise InputShapeError(
                 f"{self.model_name} expects {self.in_chans} input channel{'s' if self.in_chans != 1 else ''}, "
                 f"got {c} (input shape {shape}). Create the model with in_chans={c}, or convert the images "
-                f"({'to grayscale' if self.in_chans == 1 else 'to RGB' if self.in_chans == 3 else f'to {self.in_chans} channels'}).{hint}"
+                f"({'to grayscale' if self.in_chans == 1 else 'to RGB' if self.in_chans == 3 else f'to {self.in_chans} channels'})."
             )
         if h < self.min_size or w < self.min_size:
             raise InputShapeError(
