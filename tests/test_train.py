@@ -371,3 +371,40 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     monkeypatch.setattr(ckpt, "save_training_state", real)
     result = train(TrainConfig(model="lenet5", resume=str(run), progress=False))  # and it resumes
     assert result["epoch"] == 3
+
+
+def test_auxiliary_heads_are_trained_with_their_loss_weight(tmp_path, monkeypatch):
+    """GoogLeNet with aux heads returns (logits, aux2, aux1) in training; the loop trains on all three."""
+    from cnnzoo import train as trainlib
+
+    seen = []
+    real = trainlib._forward_loss
+
+    def spy(net, x, y, criterion, aux_weight):
+        logits, loss = real(net, x, y, criterion, aux_weight)
+        seen.append((aux_weight, tuple(logits.shape)))
+        return logits, loss
+
+    monkeypatch.setattr(trainlib, "_forward_loss", spy)
+    result = train(TrainConfig(model="googlenet", data="synthetic:16:3x32x32:4", epochs=1, batch_size=8, out=str(tmp_path / "g"), progress=False, model_options={"aux_logits": True}))
+    assert seen == [(0.3, (8, 4))] * 2  # 16 images, 2 batches; the aux outputs went into the loss, not the logits
+    assert result["test_count"] == 4
+
+
+def test_aux_loss_combines_main_and_auxiliary_losses():
+    from cnnzoo.train import _forward_loss
+
+    y = torch.tensor([0, 1])
+    main, aux1, aux2 = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.zeros(2, 2)
+    ce = torch.nn.CrossEntropyLoss()
+    logits, loss = _forward_loss(lambda x: (main, aux2, aux1), None, y, ce, 0.3)
+    assert torch.equal(logits, main)
+    assert torch.allclose(loss, ce(main, y) + 0.3 * (ce(aux1, y) + ce(aux2, y)))
+    logits, loss = _forward_loss(lambda x: main, None, y, ce, 0.3)
+    assert torch.allclose(loss, ce(main, y))
+
+
+def test_inception_v3_aux_head_size_is_refused_before_training(tmp_path):
+    with pytest.raises(TrainingError, match=r"aux_logits=True needs an input of at least 299x299.*--image-size"):
+        train(TrainConfig(model="inception_v3", data="synthetic:16:3x75x75:4", epochs=1, batch_size=8, out=str(tmp_path / "i"), progress=False))
+    assert not (tmp_path / "i").exists()

@@ -36,7 +36,7 @@ class ModelInfo:
     keras: str | None = None  # name of the keras.applications counterpart, if any
     notes: str = ""
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
-    # Maps a torchvision state-dict key to ours (None where the model has no torchvision twin).
+    # Maps a torchvision state-dict key to ours; None: the keys are the same (ResNet, GoogLeNet, Inception v3).
     torchvision_key: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
 
 

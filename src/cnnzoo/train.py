@@ -39,7 +39,7 @@ from torch import nn
 
 from . import data as datalib
 from .checkpoint import RunCheckpoints, atomic_write_text, load_weights, resolve_checkpoint, unwrap
-from .errors import CnnzooError
+from .errors import CnnzooError, InputShapeError
 from .registry import create_model, get_model_info
 
 
@@ -59,6 +59,20 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # VGG and AlexNet have no BatchNorm and diverge at 0.1: the papers used 0.01.
     "vgg": dict(lr=0.01, weight_decay=5e-4),
 }
+
+
+# Weight of the auxiliary classifiers' losses, where a model has them and returns them in training:
+# 0.3 in GoogLeNet's paper (section 5); 0.4 in torchvision's Inception v3 recipe.
+AUX_LOSS_WEIGHT = {"googlenet": 0.3, "inception": 0.4}
+
+
+def _forward_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module, aux_weight: float):
+    """Logits and loss; models with auxiliary heads return (logits, aux...) in training mode."""
+    out = net(x)
+    if isinstance(out, tuple):
+        logits, aux = out[0], [a for a in out[1:] if a is not None]
+        return logits, criterion(logits, y) + aux_weight * sum(criterion(a, y) for a in aux)
+    return out, criterion(out, y)
 
 
 def defaults_for(model: str) -> dict[str, Any]:
@@ -401,6 +415,10 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     options = {k: v for k, v in cfg.model_options.items() if k != "in_chans"}
     model = create_model(cfg.model, num_classes=len(classes), in_chans=in_chans, **options)
     model_args = dict(name=cfg.model, num_classes=len(classes), in_chans=in_chans, **options)
+    try:  # the model's own check, in training mode (Inception v3's aux head needs more than its minimum)
+        model.check_input(torch.empty(1, in_chans, splits.image_size, splits.image_size, device="meta"))
+    except InputShapeError as e:
+        raise TrainingError(f"{e} (data {cfg.data!r}; --image-size resizes it)") from None
     if cfg.weights and not cfg.resume:
         load_weights(model, resolve_checkpoint(cfg.weights))
     if resume_state is not None:
@@ -426,6 +444,7 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     if cfg.compile:
         net = torch.compile(net)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    aux_weight = AUX_LOSS_WEIGHT.get(info.family, 0.0)
 
     start_epoch, step, history, best = 0, 0, [], -1.0
     if resume_state is not None:
@@ -461,8 +480,7 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = net(x)
-                    loss = criterion(logits, y)
+                    logits, loss = _forward_loss(net, x, y, criterion, aux_weight)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

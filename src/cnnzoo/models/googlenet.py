@@ -287,10 +287,6 @@ def _out_channels(row: tuple[int, ...]) -> int:
     return ch1x1 + ch3x3 + ch5x5 + pool_proj
 
 
-def _same_key(key: str) -> str:
-    """torchvision and cnnzoo GoogLeNet share their state-dict keys."""
-    return key
-
 
 @register_model(
     family="googlenet",
@@ -303,7 +299,6 @@ def _same_key(key: str) -> str:
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
     torchvision="googlenet",
-    torchvision_key=_same_key,
     notes=(
         "torchvision's structure (with BN); its '5x5' branch uses a 3x3 kernel, branch3_kernel=5 gives the "
         "paper's 5x5. aux_logits=True adds the two auxiliary heads (13,004,888 params instead of 6,624,904). "

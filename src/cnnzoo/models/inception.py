@@ -522,10 +522,6 @@ def keras_layer_names(model: InceptionV3Keras, keras_model) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _same_key(key: str) -> str:
-    """torchvision and cnnzoo Inception v3 share their state-dict keys."""
-    return key
-
 
 _PAPER = 'Szegedy et al. 2015, "Rethinking the Inception Architecture for Computer Vision", arXiv 1512.00567'
 _URL = "https://arxiv.org/abs/1512.00567"
@@ -542,7 +538,6 @@ _URL = "https://arxiv.org/abs/1512.00567"
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
     torchvision="inception_v3",
-    torchvision_key=_same_key,
     notes=(
         "torchvision's Inception3 (27,161,264 params with the aux head, the default). In training mode the aux "
         "head needs 299x299 inputs; in eval mode or with aux_logits=False 75x75 is the minimum. No transform_input: "

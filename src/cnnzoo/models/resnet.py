@@ -281,10 +281,6 @@ class ResNet(ZooModel):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _identity_key(key: str) -> str:
-    return key  # our ImageNet ResNets use torchvision's names
-
-
 def _imagenet_info(name: str, notes: str) -> dict:
     return dict(
         family="resnet",
@@ -293,8 +289,7 @@ def _imagenet_info(name: str, notes: str) -> dict:
         input_size=(3, 224, 224),
         min_size=MIN_SIZE,
         torchvision=name,
-        notes=notes,
-        torchvision_key=_identity_key,
+        notes=notes,  # state-dict keys are torchvision's own: no torchvision_key needed
     )
 
 
