@@ -2,13 +2,14 @@
 
 Which models are exported by default: one of every model class in the zoo, GoogLeNet and Inception
 v3 with their auxiliary heads, vgg16 (the largest file) among them. The other zoo models repeat
-these blocks at other depths or widths; exporting them too takes about two more minutes on two cores
+these blocks at other depths or widths; exporting them too takes about three more minutes on two cores
 (torch.onnx's dynamo exporter spends seconds on each), so they run with ``CNNZOO_EXPORT_ALL=1``, and
 :func:`test_the_default_exports_cover_every_model_class` fails when a model class appears without a
 representative here.
 """
 
 import os
+import random
 
 import onnx
 import pytest
@@ -60,6 +61,21 @@ def test_onnx_export_of_every_other_zoo_model(tmp_path, name):
     check_onnx_export(tmp_path, name, {}, max(info.min_size, 32), False)
 
 
+class Drifting(torch.nn.Module):
+    """Multiplies by a new random number at each call: the exported graph freezes one, PyTorch draws another."""
+
+    model_name, in_chans, native_size = "drifting", 1, 8
+
+    def forward(self, x):
+        return x.flatten(1) * (1 + random.random())  # the random module's state: not copied or restored by the exporter
+
+
+def test_an_export_that_computes_something_else_fails(tmp_path):
+    random.seed(0)
+    with pytest.raises(ExportError, match=r"drifting.onnx: the exported drifting differs from PyTorch by .* \(max abs\), more than"):
+        export_model(Drifting(), tmp_path / "drifting.onnx")
+
+
 def test_the_default_exports_cover_every_model_class():
     def model_class(name):
         with torch.device("meta"):
@@ -107,13 +123,24 @@ def test_onnx_model_refuses_a_wrong_input(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_cli_exports_a_model_by_name(tmp_path, capsys):
-    out = tmp_path / "resnet20.onnx"
-    assert main(["export", "resnet20", "--out", str(out), "--dynamic-batch"]) == 0
+def test_cli_exports_a_model_by_name_with_weights(tmp_path, capsys):
+    model = randomize(cnnzoo.create_model("resnet20"))
+    weights, out = tmp_path / "resnet20.pth", tmp_path / "resnet20.onnx"
+    torch.save(model.state_dict(), weights)
+    assert main(["export", "resnet20", "--weights", str(weights), "--out", str(out), "--dynamic-batch"]) == 0
     printed = capsys.readouterr().out
+    assert f"read {weights}: PyTorch state dict, keys as stored" in printed
     assert f"exported resnet20 to {out} (ONNX opset" in printed and "images Nx3x32x32 -> logits Nx10" in printed
     assert "checked with onnxruntime" in printed and "against PyTorch: max abs diff" in printed
-    assert OnnxModel(out).metadata["model_args"] == {"name": "resnet20", "num_classes": 10, "in_chans": 3}
+
+    served = OnnxModel(out)
+    assert served.metadata["model_args"] == {"name": "resnet20", "num_classes": 10, "in_chans": 3}
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert (served(x) - model(x)).abs().max() <= 1e-4
+
+    assert main(["export", "resnet20", "--sha256", "0" * 64]) == 2
+    assert "--sha256 checks the --weights file" in capsys.readouterr().err
 
 
 def test_cli_exports_a_trained_checkpoint_with_its_classes(tmp_path, capsys):

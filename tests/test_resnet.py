@@ -404,7 +404,7 @@ def test_registry_metadata():
         assert info.family == "resnet" and "1512.03385" in info.url and "Deep Residual Learning" in info.paper
     for name in IMAGENET_NAMES:
         info = cnnzoo.get_model_info(name)
-        assert info.torchvision == name and info.torchvision_key("layer1.0.downsample.0.weight") == "layer1.0.downsample.0.weight"
+        assert info.torchvision == name and info.torchvision_key is None  # same keys as torchvision
         assert info.input_size == (3, 224, 224) and info.channel_order == "RGB"
     for name in CIFAR_NAMES + KERAS_NAMES:
         assert cnnzoo.get_model_info(name).torchvision is None

@@ -100,6 +100,34 @@ def test_eval_and_predict_from_the_run(lenet_run, tmp_path):
     assert all(len(r["top"]) == 3 and abs(sum(p for _, p in r["top"]) - 1) < 0.05 for r in results)
 
 
+def test_predict_with_the_exported_onnx_file(lenet_run, tmp_path):
+    out, _ = lenet_run
+    onnx_file = tmp_path / "lenet5.onnx"
+    p = cli("export", out, "--format", "onnx", "--out", onnx_file, "--dynamic-batch")
+    assert "checked with onnxruntime" in p.stdout
+    test = datalib.load_data("mnist5k").test
+    files = [write_png(tmp_path / f"{i}.png", test.images[i].numpy().transpose(1, 2, 0)) for i in range(4)]
+    from_onnx = json.loads(cli("predict", onnx_file, *files, "--json").stdout)
+    from_ckpt = json.loads(cli("predict", out, *files, "--json").stdout)
+    assert [r["top"][0][0] for r in from_onnx] == [r["top"][0][0] for r in from_ckpt] == [str(int(c)) for c in test.labels[:4]]
+    for a, b in zip(from_onnx, from_ckpt):
+        assert abs(a["top"][0][1] - b["top"][0][1]) < 1e-4
+
+
+def test_fine_tune_from_torchvision_weights_needs_reset_head(tmp_path):
+    import torchvision
+
+    pth = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), pth)
+    base = ["train", "resnet18", "--data", "synthetic:16:3x32x32:4", "--epochs", "1", "--batch-size", "8", "--weights", pth, "--no-progress"]
+    p = cli(*base, "--out", tmp_path / "a", check=False)
+    assert p.returncode == 2 and "--reset-head" in p.stderr and "1000" in p.stderr
+    p = cli(*base, "--out", tmp_path / "b", "--reset-head")
+    assert "resnet18.pth" in p.stdout  # the load report
+    model = ckpt.load_model(tmp_path / "b", which="last")
+    assert model.fc.out_features == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # stop and resume without loss
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import cnnzoo
-from cnnzoo.checkpoint import load_model, read_metadata, save_weights
+from cnnzoo.checkpoint import RunCheckpoints, load_model, read_metadata, save_weights
 from cnnzoo.cli import main
 from cnnzoo.weights import detect_format, file_sha256, load_pretrained
 
@@ -140,6 +140,10 @@ def test_cnnzoo_checkpoint_round_trip_and_model_check(tmp_path):
 
     with pytest.raises(cnnzoo.WeightsError, match="a cnnzoo checkpoint of resnet20, not of resnet32.*load_model"):
         cnnzoo.create_model("resnet32", weights=path)
+
+    run = tmp_path / "run"  # a run folder stands for its best checkpoint
+    RunCheckpoints(run).save("epoch-0001", theirs, {"name": "resnet20", "num_classes": 10, "in_chans": 3}, {}, best=True, info={"epoch": 1})
+    assert max_diff(theirs, cnnzoo.create_model("resnet20", weights=run), images(32)) == 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from .errors import CnnzooError, InputShapeError, ShapeError, UnknownModelError,
 from .registry import ModelInfo, create_model, get_model_info, list_models
 from .summary import Summary, summary
 from .walk import walk
+from .weights import load_pretrained
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "create_model",
     "get_model_info",
     "list_models",
+    "load_pretrained",
     "load_torchvision_state_dict",
     "summary",
     "visualize",

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_train.register(sub)
     cli_weights.register(sub)
     from . import cli_inspect; cli_inspect.register(sub)
+    from . import cli_bench; cli_bench.register(sub)
     return parser
 
 

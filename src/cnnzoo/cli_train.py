@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels: a resumed run ends bitwise equal (CPU)")
     p.add_argument("--out", help="run folder (default runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--weights", help="start from these weights (a cnnzoo .safetensors file or run folder)")
+    p.add_argument("--weights", help="start from these weights: a cnnzoo checkpoint or run folder, a torchvision/timm state dict, a Keras .h5/.weights.h5/.keras file")
+    p.add_argument("--sha256", help="check the --weights file's SHA-256 (or a prefix of 8+ hex digits) first")
+    p.add_argument("--reset-head", action="store_true", help="--weights with another class count: load all but the classifier")
     p.add_argument("--image-size", type=int, help="resize / crop images to this size")
     p.add_argument("--workers", type=int, default=4, help="image decoding processes for folder data")
     p.add_argument("--strict", action="store_true", help="stop at a corrupt image instead of skipping it")
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify images with a checkpoint: top-k classes with probabilities")
-    p.add_argument("checkpoint", help="a run folder or a cnnzoo .safetensors file")
+    p.add_argument("checkpoint", help="a run folder, a cnnzoo .safetensors file, or an exported .onnx file (onnxruntime)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--which", choices=["best", "last"], default="best")
@@ -84,7 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, opt=args.opt,
         schedule=args.schedule, warmup=args.warmup, label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, device=args.device, seed=args.seed,
-        deterministic=args.deterministic, out=args.out, resume=args.resume, weights=args.weights, image_size=args.image_size,
+        deterministic=args.deterministic, out=args.out, resume=args.resume, weights=args.weights, sha256=args.sha256,
+        reset_head=args.reset_head, image_size=args.image_size,
         workers=args.workers, strict=args.strict, sync_bn=args.sync_bn, progress=not args.no_progress,
         model_options=dict(_parse_option(o) for o in args.option),
     )  # fmt: skip

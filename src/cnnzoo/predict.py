@@ -43,18 +43,30 @@ def evaluate_checkpoint(path: str, *, data: str | None = None, which: str = "bes
 
 @torch.no_grad()
 def predict_images(path: str, images: list[str], *, topk: int = 5, which: str = "best", device: str | None = None) -> list[dict[str, Any]]:
-    """Top-k class names and probabilities for each image file (EXIF orientation, grayscale, RGBA handled)."""
-    weights, info = _checkpoint_info(path, which)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(weights).to(dev)
-    size = info["image_size"]
+    """Top-k class names and probabilities for each image file (EXIF orientation, grayscale, RGBA handled).
+
+    ``path`` is a run folder, a cnnzoo checkpoint, or an exported ``.onnx`` file (run by onnxruntime)."""
+    from .export import OnnxModel, is_onnx_file
+
+    if is_onnx_file(path):
+        model = OnnxModel(path)
+        in_chans, size = model.input_shape[1], model.image_size
+        mean, std = model.mean, model.std
+        batched = not isinstance(model.input_shape[0], int)
+        dev = torch.device("cpu")
+    else:
+        weights, info = _checkpoint_info(path, which)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = load_model(weights).to(dev)
+        in_chans, size, mean, std, batched = model.in_chans, info["image_size"], info["mean"], info["std"], True
     # The eval transform of folder data: EXIF orientation, gray/RGB(A) to the model's channels, resize + centre crop.
-    files = datalib.ImageFolderData([(str(p), 0) for p in images], classes=info["classes"], train=False, image_size=size, channels=model.in_chans, strict=True)
-    batch = torch.stack([files[i][0] for i in range(len(files))]).to(dev)
-    probs = model(datalib.normalize_batch(batch, info["mean"], info["std"])).softmax(1)
-    k = min(topk, probs.shape[1])
-    top = probs.topk(k, dim=1)
-    classes = info["classes"]
+    files = datalib.ImageFolderData([(str(p), 0) for p in images], classes=["?"], train=False, image_size=size, channels=in_chans, strict=True)
+    batch = datalib.normalize_batch(torch.stack([files[i][0] for i in range(len(files))]).to(dev), mean, std)
+    logits = model(batch) if batched else torch.cat([model(x[None]) for x in batch])
+    probs = logits.float().softmax(1)
+    classes = model.classes if isinstance(model, OnnxModel) else info["classes"]
+    classes = classes or [str(i) for i in range(probs.shape[1])]  # an export made from a bare model name
+    top = probs.topk(min(topk, probs.shape[1]), dim=1)
     return [
         dict(image=str(p), top=[(classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())])
         for p, vals, idx in zip(images, top.values, top.indices)

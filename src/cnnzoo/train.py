@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as datalib
-from .checkpoint import RunCheckpoints, atomic_write_text, load_weights, resolve_checkpoint, unwrap
+from .checkpoint import RunCheckpoints, atomic_write_text, load_weights, unwrap
 from .errors import CnnzooError, InputShapeError
 from .registry import create_model, get_model_info
 
@@ -110,7 +110,9 @@ class TrainConfig:
     deterministic: bool = False
     out: str | None = None
     resume: str | None = None
-    weights: str | None = None  # start from these weights (cnnzoo safetensors)
+    weights: str | None = None  # start from these weights (any format cnnzoo.weights reads)
+    sha256: str | None = None  # check the weights file first
+    reset_head: bool = False  # weights of another class count: keep a fresh classifier
     image_size: int | None = None
     workers: int = 4
     strict: bool = False  # stop on a corrupt image instead of skipping it
@@ -419,8 +421,12 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
         model.check_input(torch.empty(1, in_chans, splits.image_size, splits.image_size, device="meta"))
     except InputShapeError as e:
         raise TrainingError(f"{e} (data {cfg.data!r}; --image-size resizes it)") from None
-    if cfg.weights and not cfg.resume:
-        load_weights(model, resolve_checkpoint(cfg.weights))
+    if cfg.weights and not cfg.resume:  # any format cnnzoo reads: its own, torchvision, timm, Keras
+        from .weights import load_pretrained
+
+        report = load_pretrained(model, cfg.weights, sha256=cfg.sha256, reset_head=cfg.reset_head)
+        if d.main:
+            _log(str(report))
     if resume_state is not None:
         load_weights(model, weights_path)
     model.to(device)

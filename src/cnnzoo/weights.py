@@ -42,7 +42,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compat.keras import HDF5_MAGIC, is_keras_archive, keras_file_kind, keras_state_dict, read_keras_file, zoo_keras_name_map
+from .compat.keras import (
+    HDF5_MAGIC,
+    convert_bn_momentum,
+    is_keras_archive,
+    keras_file_kind,
+    keras_state_dict,
+    read_keras_file,
+    zoo_keras_name_map,
+)
 from .compat.torchvision import load_state_dict_checked
 from .errors import WeightsError
 
@@ -258,8 +266,9 @@ def load_pretrained(model: nn.Module, path: str | Path, *, sha256: str | None = 
     its own, freshly initialised classifier and load everything else; without it a different head is
     an error that says so.
     """
-    from .checkpoint import resolve_checkpoint
+    from .checkpoint import resolve_checkpoint, unwrap
 
+    model = unwrap(model)  # DDP / torch.compile wrappers: load into the model inside
     path = _require_file(resolve_checkpoint(path) if Path(path).is_dir() else path)
     name = getattr(model, "model_name", type(model).__name__)
     digest = verify_sha256(path, sha256) if sha256 else None
@@ -276,8 +285,10 @@ def load_pretrained(model: nn.Module, path: str | Path, *, sha256: str | None = 
             _check_cnnzoo_model(path, name)
         state, notes = read_state_dict(path, fmt)
         state, names = _match_keys(model, state)
-    notes += _fit(model, state, reset_head=reset_head, source=source)
+    notes += _fit(model, state, reset_head=reset_head, source=str(path))
     load_state_dict_checked(model, state, source=source)
+    if fmt.startswith("keras"):
+        convert_bn_momentum(model, layers, name_map)
     report = LoadReport(str(path), fmt, names, digest, notes)
     for note in notes:
         log.info("%s: %s", path, note)

@@ -312,9 +312,8 @@ def keras_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The Keras ``layers`` as a state dict with ``model``'s keys, for a checked ``load_state_dict``.
 
-    ``name_map`` maps a Keras layer name to a cnnzoo module path. BatchNorm settings stored with a
-    layer are converted: Keras' momentum m becomes PyTorch's 1 - m on the module; an epsilon other
-    than the module's is an error (epsilon changes outputs, and cnnzoo checkpoints do not store it).
+    ``name_map`` maps a Keras layer name to a cnnzoo module path. A BatchNorm epsilon stored with a
+    layer must equal the module's: epsilon changes outputs, and cnnzoo checkpoints do not store it.
     """
     flatten_from = flatten_from or {}
     modules = dict(model.named_modules())
@@ -323,7 +322,7 @@ def keras_state_dict(
     if unplaced:
         raise WeightsError(
             f"{source}: {len(unplaced)} Keras layer{'s have' if len(unplaced) > 1 else ' has'} no place in {name}: "
-            f"{', '.join(unplaced[:8])}{' ...' if len(unplaced) > 8 else ''}. Is it a file of the Keras model {name} "
+            f"{', '.join(unplaced[:8])}{f' and {len(unplaced) - 8} more' if len(unplaced) > 8 else ''}. Is it a file of the Keras model {name} "
             f"mirrors ({_keras_twin(name)})?"
         )
     state: dict[str, torch.Tensor] = {}
@@ -333,21 +332,22 @@ def keras_state_dict(
         if path not in modules:
             raise WeightsError(f"{where}: {name} has no module {path!r}")
         module = modules[path]
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            _convert_bn_settings(module, layer.config, where)
+        eps = layer.config.get("epsilon")
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and eps is not None and not math.isclose(eps, module.eps, rel_tol=1e-6):
+            raise WeightsError(
+                f"{where}: the Keras BatchNormalization has epsilon {eps:g}, the cnnzoo one {module.eps:g}: "
+                "the file is of another architecture than this model"
+            )
         for key, value in keras_layer_tensors(module, layer.arrays, where=where, flatten_from=flatten_from.get(layer.name)).items():
             state[f"{path}.{key}" if path else key] = value
     return state
 
 
-def _convert_bn_settings(module: nn.modules.batchnorm._BatchNorm, config: Mapping[str, Any], where: str) -> None:
-    if "epsilon" in config and not math.isclose(config["epsilon"], module.eps, rel_tol=1e-6):
-        raise WeightsError(
-            f"{where}: the Keras BatchNormalization has epsilon {config['epsilon']:g}, the cnnzoo one {module.eps:g}: "
-            "the file is of another architecture than this model"
-        )
-    if "momentum" in config:
-        module.momentum = 1 - config["momentum"]
+def convert_bn_momentum(model: nn.Module, layers: list[KerasLayer], name_map: Mapping[str, str]) -> None:
+    """Give ``model``'s BatchNorms the momentum stored with their Keras layers: Keras' m is PyTorch's 1 - m."""
+    for layer in layers:
+        if "momentum" in layer.config:
+            model.get_submodule(name_map[layer.name]).momentum = 1 - layer.config["momentum"]
 
 
 def _keras_twin(model_name: str) -> str:
@@ -372,8 +372,9 @@ def load_keras_model(
     from .torchvision import load_state_dict_checked
 
     source = f"Keras model {keras_model.name!r}"
-    state = keras_state_dict(model, live_keras_layers(keras_model), name_map, flatten_from=flatten_from, source=source)
-    load_state_dict_checked(model, state, source=source)
+    layers = live_keras_layers(keras_model)
+    load_state_dict_checked(model, keras_state_dict(model, layers, name_map, flatten_from=flatten_from, source=source), source=source)
+    convert_bn_momentum(model, layers, name_map)
     return model
 
 

@@ -1,0 +1,580 @@
+"""Benchmarks: a zoo model against its torchvision and timm twins, in one process, with the same settings.
+
+How :func:`benchmark` measures, and why:
+
+* **Same process, same inputs, runs alternated.** Every contender (cnnzoo, torchvision, timm) is built
+  and warmed up first; then come ``rounds`` rounds, and in each round every contender runs ``iters``
+  steps, the order rotated from round to round. A busy neighbour or a clock change then hits all
+  contenders alike, and the ratio *within a round* is a fair comparison even on a noisy machine. The
+  reported ratio is the median of the per-round ratios, with their min, max and quartiles.
+* **Warm-up is excluded and reported.** The first call pays for compilation (``torch.compile``), export
+  (ONNX Runtime), cuDNN's algorithm search and allocator growth; users pay it too, so it is shown
+  (``first_call_s``, ``warmup_s``) but kept out of the rates.
+* **No host synchronisation inside the timed steps.** On a GPU each step is bracketed by CUDA events and
+  the host waits once per round; on the CPU each step is timed with ``perf_counter``.
+* **A step** is a forward pass (``mode="infer"``) or forward, loss, backward and optimizer step
+  (``mode="train"``, SGD with momentum, foreach on the CPU, fused on the GPU, the same for everyone).
+* **Achieved TFLOP/s** come from the model's multiply-accumulates (:func:`cnnzoo.summary`, 2 FLOPs per
+  MAC), times 3 for a training step (forward, and a backward pass of about twice its cost).
+* **Peak memory.** On a GPU: the contender's weights and buffers, plus the most ``torch.cuda`` allocated
+  above what was already allocated, over its warm-up and one step (so gradients, optimizer state,
+  activations, workspaces, CUDA-graph pools). On the CPU: its weights, buffers, gradients and optimizer
+  state, plus the peak of the tensors allocated during one step, read from the PyTorch profiler's
+  allocation events. That covers PyTorch's allocator only: ONNX Runtime's own arena is not seen (None).
+  The process-wide peak resident set size is in ``env["max_rss_mb"]``.
+
+What each contender runs is in its ``recipe``. cnnzoo's inference side is what the library gives users,
+:func:`cnnzoo.fast.optimize_for_inference` (``fast=False`` measures the plain eager model instead); the
+others run eagerly with the same precision and memory format, or compiled with the same inductor options
+when ``compile=True``. :func:`benchmark_data` measures a data pipeline alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import create_model, get_model_info
+
+__all__ = ["benchmark", "benchmark_data", "environment", "LIBRARIES"]
+
+LIBRARIES = ("cnnzoo", "torchvision", "timm")
+MODES = ("infer", "train")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --------------------------------------------------------------------------------------------------
+# The machine
+# --------------------------------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:  # not installed, or broken: either way not usable here
+        return None
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a figure depends on: hardware, software versions, threads, load, date."""
+    device = torch.device(device)
+    env = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        cpu=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        torchvision=_version("torchvision"),
+        timm=_version("timm"),
+        onnxruntime=_version("onnxruntime"),
+        cnnzoo=_version("cnnzoo"),
+        load_average=[round(x, 2) for x in os.getloadavg()],
+    )
+    if device.type == "cuda":
+        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return env
+
+
+# --------------------------------------------------------------------------------------------------
+# The contenders
+# --------------------------------------------------------------------------------------------------
+
+
+def _twin(library: str, name: str, num_classes: int, ours: nn.Module) -> nn.Module | str:
+    """The ``library``'s model of the same architecture as zoo model ``name``, or why there is none."""
+    info = get_model_info(name)
+    if info.torchvision is None:
+        return f"{library} has no {name}"
+    if library == "torchvision":
+        import torchvision
+
+        kwargs: dict[str, Any] = dict(weights=None, num_classes=num_classes)
+        if info.torchvision in ("googlenet", "inception_v3"):  # same auxiliary heads as ours; no deprecation warning
+            kwargs.update(aux_logits=bool(getattr(ours, "aux_logits", False)), init_weights=True)
+        return getattr(torchvision.models, info.torchvision)(**kwargs)
+    if library == "timm":
+        try:
+            import timm
+        except ImportError:
+            return "timm is not installed"
+        if not timm.is_model(info.torchvision):
+            return f"timm has no {info.torchvision}"
+        return timm.create_model(info.torchvision, pretrained=False, num_classes=num_classes)
+    raise ValueError(f"unknown library {library!r}: expected one of {', '.join(LIBRARIES[1:])}")
+
+
+def _loss(out: Any, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the logits; auxiliary heads (GoogLeNet, Inception v3 in training) weigh 0.3 each."""
+    if isinstance(out, torch.Tensor):
+        return F.cross_entropy(out, y)
+    main, *aux = [o for o in out if o is not None]
+    return F.cross_entropy(main, y) + sum(0.3 * F.cross_entropy(a, y) for a in aux)
+
+
+def _tensor_bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            key = (t.untyped_storage().data_ptr(), t.device)
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+    return total
+
+
+@dataclass
+class Contender:
+    library: str
+    recipe: str
+    step: Callable[[], Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+    torch_memory: bool = True  # False where the work happens outside PyTorch's allocator (ONNX Runtime)
+    first_call_s: float = 0.0
+    warmup_s: float = 0.0
+    iters: int = 1
+    latencies: list[float] = field(default_factory=list)  # seconds per step, every timed step
+    rates: list[float] = field(default_factory=list)  # images per second, one per round
+    peak_bytes: int | None = None
+
+    def resident_bytes(self) -> int:
+        tensors = list(self.model.parameters()) + list(self.model.buffers()) + [p.grad for p in self.model.parameters()]
+        if self.optimizer is not None:
+            tensors += [v for state in self.optimizer.state.values() for v in state.values()]
+        return _tensor_bytes(tensors)
+
+
+@dataclass
+class Settings:
+    model: str
+    mode: str
+    device: torch.device
+    batch_size: int
+    input_size: tuple[int, int, int]
+    precision: str
+    channels_last: bool | None  # None: each library's default (see benchmark)
+    compile: bool
+    backend: str
+    fast: bool
+    model_options: dict[str, Any]
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return PRECISIONS[self.precision]
+
+    def layout(self, library: str) -> bool:
+        """Channels-last for this contender? Unset: on a GPU everyone; on the CPU cnnzoo's fast path only."""
+        if self.channels_last is not None:
+            return self.channels_last
+        return self.device.type == "cuda" or (library == "cnnzoo" and self.mode == "infer" and self.fast)
+
+
+def _compile_options(device: torch.device, mode: str) -> dict[str, Any]:
+    """The inductor settings everyone gets under ``compile=True`` (cnnzoo's inductor back end uses the same)."""
+    if mode == "train":
+        return {}
+    options: dict[str, Any] = {"freezing": True}
+    if device.type == "cuda":
+        options["triton.cudagraphs"] = True
+    return options
+
+
+def _train_contender(library: str, model: nn.Module, s: Settings, x: torch.Tensor, y: torch.Tensor) -> Contender:
+    model.train().to(s.device)
+    channels_last = s.layout(library)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    # Fused SGD runs the whole update in a few kernels on the GPU; foreach batches it on the CPU.
+    fused = {"fused": True} if s.device.type == "cuda" else {"foreach": True}
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **fused)
+    amp = s.amp_dtype
+
+    def step() -> None:
+        with torch.autocast(s.device.type, dtype=amp, enabled=amp is not None):
+            loss = _loss(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    recipe = f"train, {s.precision}{' autocast' if amp else ''}{', channels_last' if channels_last else ''}, SGD {'fused' if fused.get('fused') else 'foreach'}"
+    if s.compile:
+        step = torch.compile(step)  # the whole step: forward, loss, backward, optimizer
+        recipe += ", torch.compile(step)"
+    return Contender(library, recipe, step, model, optimizer=opt)
+
+
+def _infer_contender(library: str, model: nn.Module, s: Settings, x: torch.Tensor) -> Contender:
+    if library == "cnnzoo" and s.fast:
+        from .fast import optimize_for_inference, pick_backend
+
+        backend = "inductor" if s.compile else s.backend
+        if backend == "auto":
+            backend = pick_backend(s.device, s.precision)
+        channels_last = s.layout(library)
+        fast = optimize_for_inference(model, backend=backend, precision=s.precision, channels_last=channels_last, device=s.device)
+        xin = x if backend == "onnxruntime" else fast.prepare(x)  # converted once, as a caller would keep it
+        layout = ", channels_last" if channels_last and backend != "onnxruntime" else ""
+        folded = len(getattr(fast.model, "folded_batchnorms", []))
+        recipe = f"infer, {folded} BN folded, {s.precision} weights{layout}, {backend}"
+        return Contender(library, recipe, lambda: fast(xin), fast, torch_memory=backend != "onnxruntime")
+
+    model.eval().to(s.device)
+    model.requires_grad_(False)
+    xin = x
+    channels_last = s.layout(library)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        xin = x.contiguous(memory_format=torch.channels_last)
+    amp = s.amp_dtype
+    recipe = f"infer, {s.precision}{' autocast' if amp else ''}{', channels_last' if channels_last else ''}"
+    run: Callable = model
+    if s.compile:
+        run = torch.compile(model, dynamic=False, options=_compile_options(s.device, "infer"))
+        recipe += ", torch.compile(" + ", ".join(f"{k}={v}" for k, v in _compile_options(s.device, "infer").items()) + ")"
+    else:
+        recipe += ", eager"
+
+    def step() -> Any:
+        with torch.autocast(s.device.type, dtype=amp, enabled=amp is not None):
+            return run(xin)
+
+    return Contender(library, recipe, step, model)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_steps(c: Contender, n: int, device: torch.device) -> list[float]:
+    """Run ``n`` steps; the seconds each took. One host wait at the end on a GPU, none in between."""
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+        for start, end in events:
+            start.record()
+            c.step()
+            end.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) / 1e3 for start, end in events]
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        c.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _warm_up(c: Contender, s: Settings, warmup: int, round_seconds: float, iters: int | None) -> None:
+    if s.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(s.device)
+        before = torch.cuda.memory_allocated(s.device)
+    t0 = time.perf_counter()
+    c.step()
+    _sync(s.device)
+    c.first_call_s = time.perf_counter() - t0
+    rest = _timed_steps(c, max(warmup - 1, 1), s.device)
+    c.warmup_s = c.first_call_s + sum(rest)
+    if s.device.type == "cuda":
+        own = _tensor_bytes(list(c.model.parameters()) + list(c.model.buffers()))
+        c.peak_bytes = own + torch.cuda.max_memory_allocated(s.device) - before
+    # As many steps per round as fit in round_seconds (at least one): each round then lasts about as
+    # long for every contender, fast or slow.
+    c.iters = iters or max(1, min(1000, round(round_seconds / max(min(rest), 1e-6))))
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at /dev/null: the profiler's C++ side logs every start and stop there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _cpu_peak_bytes(c: Contender) -> int | None:
+    """Resident tensors plus the peak of what one step allocates, from the profiler's allocation events."""
+    if not c.torch_memory:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        c.step()
+    # Allocations are booked on the op that made them, frees that happen outside ops as "[memory]"
+    # events; replayed in time order, the running sum's maximum is the step's peak.
+    changes = []
+    for e in prof.events():
+        delta = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        if delta:
+            changes.append((e.time_range.start, delta))
+    running = peak = 0
+    for _, delta in sorted(changes):
+        running += delta
+        peak = max(peak, running)
+    return c.resident_bytes() + peak
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return dict(median=statistics.median(values), min=min(values), max=max(values), q1=q[0], q3=q[2])
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def _macs(s: Settings) -> int | None:
+    """Multiply-accumulates per image of the model's forward pass (the mode's: training adds aux heads)."""
+    try:
+        from .summary import summary
+
+        # Batch 2: BatchNorm in training mode needs two values per channel. MACs grow linearly with the batch.
+        return summary(s.model, s.input_size, batch_size=2, mode="train" if s.mode == "train" else "eval", **s.model_options).macs // 2
+    except Exception:  # a model summary cannot trace: no FLOP figure, the rest still stands
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def _input_size(name: str, input_size: int | tuple[int, ...] | None) -> tuple[int, int, int]:
+    info = get_model_info(name)
+    if input_size is None:
+        return tuple(info.input_size)
+    if isinstance(input_size, int):
+        return (info.input_size[0], input_size, input_size)
+    if len(input_size) == 2:
+        return (info.input_size[0], *input_size)
+    return tuple(input_size)
+
+
+def benchmark(
+    model: str,
+    *,
+    mode: str = "infer",
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    input_size: int | tuple[int, ...] | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    backend: str = "auto",
+    fast: bool = True,
+    vs: tuple[str, ...] | list[str] = (),
+    rounds: int = 5,
+    iters: int | None = None,
+    warmup: int = 3,
+    round_seconds: float = 1.0,
+    seed: int = 0,
+    model_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure zoo model ``model`` and, with ``vs``, its torchvision / timm twins; a JSON-ready dict.
+
+    Defaults: the GPU when there is one; batch 256 on a GPU, 32 on the CPU (16 for training); the model's
+    native input size; bf16 on a GPU, fp32 on the CPU. ``channels_last`` True or False applies to every
+    contender; unset, it is each one's default: channels-last for all on a GPU, and on the CPU for
+    cnnzoo's inference fast path only (torchvision and timm run NCHW there, as they do out of the box). ``backend`` is
+    cnnzoo's inference back end (:func:`cnnzoo.fast.optimize_for_inference`); ``compile`` compiles every
+    contender the same way. ``iters`` fixes the steps per round (default: as many as take about
+    ``round_seconds``). See the module docstring for what is measured and how.
+
+    The result holds ``settings``, ``env``, one entry per contender in ``results`` (images/s per round and
+    their median, latency p50/p90 per batch, peak memory, achieved TFLOP/s, warm-up), the per-round ratios
+    cnnzoo / other in ``ratios``, and in ``skipped`` the twins that do not exist or are not installed.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda asked for, but this machine has no CUDA GPU")
+    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if mode == "train" and precision == "fp16":
+        raise ValueError("fp16 training needs loss scaling, whose overflow check syncs the host every step; use bf16")
+    unknown = [v for v in vs if v not in LIBRARIES[1:]]
+    if unknown:
+        raise ValueError(f"--vs takes {', '.join(LIBRARIES[1:])}; got {', '.join(unknown)}")
+    if rounds < 1 or warmup < 1 or (iters is not None and iters < 1):
+        raise ValueError("rounds, warmup and iters must be at least 1")
+    info = get_model_info(model)
+    s = Settings(
+        model=model, mode=mode, device=device,
+        batch_size=batch_size or (256 if device.type == "cuda" else 16 if mode == "train" else 32),
+        input_size=_input_size(model, input_size), precision=precision, channels_last=channels_last,
+        compile=compile, backend=backend, fast=fast, model_options=dict(model_options or {}),
+    )  # fmt: skip
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN pick its fastest algorithms once
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(s.batch_size, *s.input_size, generator=gen).to(device)
+    y = torch.randint(0, info.num_classes, (s.batch_size,), generator=gen).to(device)
+    env_start = environment(device)
+
+    torch.manual_seed(seed)
+    ours = create_model(model, **s.model_options)
+    contenders, skipped = [], {}
+    for library in ("cnnzoo", *vs):
+        net = ours if library == "cnnzoo" else _twin(library, model, info.num_classes, ours)
+        if isinstance(net, str):
+            skipped[library] = net
+            continue
+        make = _train_contender(library, net, s, x, y) if mode == "train" else _infer_contender(library, net, s, x)
+        contenders.append(make)
+
+    grad = torch.enable_grad() if mode == "train" else torch.inference_mode()
+    with grad:
+        for c in contenders:
+            _warm_up(c, s, warmup, round_seconds, iters)
+        for r in range(rounds):
+            shift = r % len(contenders)
+            for c in contenders[shift:] + contenders[:shift]:  # rotate who goes first
+                times = _timed_steps(c, c.iters, device)
+                c.latencies += times
+                c.rates.append(s.batch_size * len(times) / sum(times))
+        if device.type == "cpu":
+            for c in contenders:
+                c.peak_bytes = _cpu_peak_bytes(c)
+
+    macs = _macs(s)
+    flops_per_image = None if macs is None else 2 * macs * (3 if mode == "train" else 1)
+    results = []
+    for c in contenders:
+        rate = statistics.median(c.rates)
+        results.append(dict(
+            library=c.library, recipe=c.recipe,
+            images_per_s=rate, images_per_s_per_round=c.rates,
+            latency_ms=dict(p50=1e3 * _percentile(c.latencies, 50), p90=1e3 * _percentile(c.latencies, 90)),
+            peak_memory_mb=None if c.peak_bytes is None else c.peak_bytes / 2**20,
+            tflops=None if flops_per_image is None else rate * flops_per_image / 1e12,
+            first_call_s=c.first_call_s, warmup_s=c.warmup_s, iters_per_round=c.iters, rounds=len(c.rates),
+        ))  # fmt: skip
+    ratios = {}
+    if contenders and contenders[0].library == "cnnzoo":
+        for other in contenders[1:]:
+            per_round = [a / b for a, b in zip(contenders[0].rates, other.rates)]
+            ratios[other.library] = dict(_summary(per_round), per_round=per_round)
+    env = environment(device)
+    env.update(load_average_start=env_start["load_average"], max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    settings = dict(
+        model=model, mode=mode, device=str(device), batch_size=s.batch_size, input_size=list(s.input_size),
+        precision=precision, channels_last=s.channels_last, compile=compile, backend=backend, fast=fast,
+        vs=list(vs), rounds=rounds, warmup=warmup, round_seconds=round_seconds, model_options=s.model_options,
+        macs_per_image=macs,
+    )  # fmt: skip
+    return dict(settings=settings, env=env, results=results, ratios=ratios, skipped=skipped)
+
+
+def benchmark_data(
+    spec: str,
+    *,
+    model: str | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    image_size: int | None = None,
+    workers: int = 4,
+    batches: int = 20,
+    train: bool = True,
+) -> dict[str, Any]:
+    """Images per second of the training data pipeline alone: the batches ``cnnzoo train`` would feed a model.
+
+    ``spec`` is a data spec (``folder:DIR``, ``mnist5k``, ``cifar10:DIR``, ``synthetic:N``, see
+    :func:`cnnzoo.data.load_data`). In-memory data is indexed, augmented and normalised on ``device``;
+    folders are decoded and cropped in ``workers`` processes and copied over. The first batch (worker
+    start-up, first decodes) is timed apart; the rate is over the next ``batches`` batches, waiting for
+    the device at the end.
+    """
+    from . import data as datalib
+    from .train import ArrayBatches, Dist, LoaderBatches, channel_stats, defaults_for
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info = get_model_info(model) if model else None
+    channels = info.input_size[0] if info else None
+    if image_size is None and info is not None and spec.startswith("folder:"):
+        image_size = info.input_size[1]
+    splits = datalib.load_data(spec, channels=channels, image_size=image_size)
+    mean = channel_stats(info.mean if info else (0.5,), splits.channels)
+    std = channel_stats(info.std if info else (0.5,), splits.channels)
+    split = splits.train if train else splits.test
+    if isinstance(split, datalib.ArrayData):
+        # The model's training augmentation (LeNet: +/-2 px, no flips); without a model, CIFAR's.
+        aug = defaults_for(model) if model else dict(aug_pad=4, aug_flip=True)
+        pad, flip = (aug.get("aug_pad", 0), bool(aug.get("aug_flip"))) if train else (0, False)
+        pipeline = ArrayBatches(split, batch_size, device, mean, std, Dist(), train=train, pad=pad, flip=flip)
+        how = f"in memory on {device.type}: index, shift +/-{pad} px{' and flip' if flip else ''}, normalise"
+    else:
+        pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers)
+        how = f"decode + {'random-resized crop and flip' if train else 'resize and centre crop'} in {workers} worker processes, copy to {device.type}, normalise"
+    if len(pipeline) == 0:
+        raise ValueError(f"{spec}: fewer images than one batch of {batch_size}")
+    env_start = environment(device)
+    times, images = [], 0
+    epoch, it = 0, iter(pipeline.epoch(0, 0))
+    t0 = time.perf_counter()
+    while len(times) <= batches:
+        try:
+            xb, _ = next(it)
+        except StopIteration:  # a small data set: go on with the next epoch
+            epoch += 1
+            it = iter(pipeline.epoch(0, epoch))
+            continue
+        _sync(device)
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if len(times) > 1:
+            images += len(xb)
+        t0 = t1
+    first, rest = times[0], times[1:]
+    env = environment(device)
+    env["load_average_start"] = env_start["load_average"]
+    return dict(
+        settings=dict(data=spec, model=model, batch_size=batch_size, device=str(device), image_size=splits.image_size,
+                      channels=splits.channels, workers=workers, batches=batches, train=train, pipeline=how),
+        env=env,
+        images_per_s=images / sum(rest),
+        first_batch_s=first,
+        latency_ms=dict(p50=1e3 * _percentile(rest, 50), p90=1e3 * _percentile(rest, 90)),
+    )  # fmt: skip
