@@ -33,32 +33,35 @@ import torch  # noqa: E402
 from cnnzoo.bench import benchmark, benchmark_data, environment  # noqa: E402
 
 VS = ["torchvision", "timm"]
+QUICK = dict(rounds=3, round_seconds=0.5, warmup=2)  # one model per family: enough for a ratio, cheap
 
-# (job name, benchmark() arguments, rough cost in seconds on an H200: compile time dominates).
-# Reference figures (ANCHORS.md, H200, torch 2.11): torchvision resnet50 train 4,682 eager / 6,903 compiled,
-# infer 15,429 eager / 23,771 compiled img/s; targets: train >= 8,000, infer >= 30,000.
+# (job name, benchmark() arguments, rough cost in seconds on an H200: compile time dominates), most
+# important first. Reference figures (ANCHORS.md, H200, torch 2.11): torchvision resnet50 trains at
+# 4,682 img/s eager / 6,903 compiled and infers at 15,429 eager / 23,771 compiled; targets: train >= 8,000,
+# infer >= 30,000.
 JOBS: list[tuple[str, dict, float]] = [
     ("resnet50-train-eager", dict(model="resnet50", mode="train", batch_size=256, vs=VS), 30),
+    # cnnzoo's default inference path on a GPU (inductor: freezing + CUDA graphs) against the others eager.
+    ("resnet50-infer-default", dict(model="resnet50", mode="infer", batch_size=256, vs=VS, warmup=5), 60),
+    # The whole training step compiled, for everyone (torchvision's graph is ours: inductor's cache may hit).
+    ("resnet50-train-compiled", dict(model="resnet50", mode="train", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 120),
     ("resnet50-infer-eager", dict(model="resnet50", mode="infer", batch_size=256, backend="eager", vs=VS), 20),
-    # cnnzoo's default inference path on a GPU (inductor: freezing + CUDA graphs) against torchvision eager.
-    ("resnet50-infer-default", dict(model="resnet50", mode="infer", batch_size=256, vs=["torchvision"], warmup=5), 60),
     ("profile-resnet50", dict(model="resnet50"), 15),
-    ("resnet18-infer-eager", dict(model="resnet18", mode="infer", batch_size=256, backend="eager", vs=VS), 10),
-    ("resnet18-train-eager", dict(model="resnet18", mode="train", batch_size=256, vs=VS), 15),
-    ("vgg16-infer-eager", dict(model="vgg16", mode="infer", batch_size=128, backend="eager", vs=VS), 15),
-    ("vgg16-train-eager", dict(model="vgg16", mode="train", batch_size=128, vs=VS), 20),
-    ("googlenet-infer-eager", dict(model="googlenet", mode="infer", batch_size=256, backend="eager", vs=VS), 10),
-    ("googlenet-train-eager", dict(model="googlenet", mode="train", batch_size=256, vs=VS), 15),
-    ("inception_v3-infer-eager", dict(model="inception_v3", mode="infer", batch_size=128, backend="eager", vs=VS), 15),
-    ("inception_v3-train-eager", dict(model="inception_v3", mode="train", batch_size=128, vs=VS), 20),
-    ("alexnet-infer-eager", dict(model="alexnet", mode="infer", batch_size=256, backend="eager", vs=VS), 10),
-    ("alexnet-train-eager", dict(model="alexnet", mode="train", batch_size=256, vs=VS), 10),
-    ("lenet5-infer-eager", dict(model="lenet5", mode="infer", batch_size=256, backend="eager"), 5),
-    ("lenet5-train-eager", dict(model="lenet5", mode="train", batch_size=256), 5),
+    ("resnet18-infer-eager", dict(model="resnet18", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK), 8),
+    ("resnet18-train-eager", dict(model="resnet18", mode="train", batch_size=256, vs=VS, **QUICK), 8),
+    ("vgg16-infer-eager", dict(model="vgg16", mode="infer", batch_size=128, backend="eager", vs=VS, **QUICK), 10),
+    ("vgg16-train-eager", dict(model="vgg16", mode="train", batch_size=128, vs=VS, **QUICK), 12),
+    ("googlenet-infer-eager", dict(model="googlenet", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK), 8),
+    ("googlenet-train-eager", dict(model="googlenet", mode="train", batch_size=256, vs=VS, **QUICK), 10),
+    ("inception_v3-infer-eager", dict(model="inception_v3", mode="infer", batch_size=128, backend="eager", vs=VS, **QUICK), 10),
+    ("inception_v3-train-eager", dict(model="inception_v3", mode="train", batch_size=128, vs=VS, **QUICK), 12),
+    ("alexnet-infer-eager", dict(model="alexnet", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK), 6),
+    ("alexnet-train-eager", dict(model="alexnet", mode="train", batch_size=256, vs=VS, **QUICK), 6),
+    ("lenet5-infer-eager", dict(model="lenet5", mode="infer", batch_size=256, backend="eager", **QUICK), 3),
+    ("lenet5-train-eager", dict(model="lenet5", mode="train", batch_size=256, **QUICK), 3),
     ("jpeg-pipeline", dict(), 30),
-    # The expensive ones last: every contender compiles (1-2 minutes each for a training step).
+    # torchvision compiled for inference as cnnzoo's inductor back end is (freezing + CUDA graphs).
     ("resnet50-infer-compiled", dict(model="resnet50", mode="infer", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 60),
-    ("resnet50-train-compiled", dict(model="resnet50", mode="train", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 150),
 ]
 
 
@@ -98,7 +101,7 @@ def profile_step(model: str, mode: str, device: str, batch_size: int, out: Path,
             for _ in range(3):
                 c.step()
             B._sync(dev)
-    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=30)
     path = out / f"profile_{model}_{mode}.txt"
     path.write_text(f"{model} {mode}, batch {batch_size}, {c.recipe}, 3 steps\n{table}\n")
@@ -107,51 +110,47 @@ def profile_step(model: str, mode: str, device: str, batch_size: int, out: Path,
 
 def jpeg_pipeline(device: str, smoke: bool) -> dict:
     """Folder pipeline on synthetic JPEGs: cnnzoo's (CPU decode in workers) and GPU batch decoding alone."""
-    import torchvision
-    from torchvision.io import decode_jpeg, encode_jpeg
+    from torchvision.io import decode_jpeg
+
+    from jpeg_folder import make_jpeg_folder  # beside this script
 
     n, side = (16, 64) if smoke else (2048, 320)
     root = Path(tempfile.mkdtemp(prefix="cnnzoo-jpeg-"))
-    g = torch.Generator().manual_seed(0)
-    # Smooth random images (a blurred coarse grid): JPEG sizes like photographs', not like noise's.
-    coarse = torch.rand(n, 3, side // 16, side // 16, generator=g)
-    images = (torch.nn.functional.interpolate(coarse, size=(side, side), mode="bicubic").clamp(0, 1) * 255).to(torch.uint8)
-    files = []
-    for i, img in enumerate(images):
-        for split in ("train", "val"):
-            folder = root / split / f"class{i % 4}"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{i:05d}.jpg"
-            path.write_bytes(encode_jpeg(img, quality=90).numpy().tobytes())
-            if split == "train":
-                files.append(path)
+    files = make_jpeg_folder(root, n, side)
     workers = min(16, os.cpu_count() or 1)
     size = 32 if smoke else 224
     result = dict(files=n, jpeg_side=side, crop=size)
     result["cnnzoo_loader"] = benchmark_data(f"folder:{root}", batch_size=8 if smoke else 256, device=device, image_size=size,
                                              workers=0 if smoke else workers, batches=1 if smoke else 7)  # fmt: skip
     if torch.device(device).type == "cuda":
-        # What batched GPU decoding reaches (data/ does not use it yet): decode, resize, flip, normalise.
-        datas = [torchvision.io.read_file(str(p)) for p in files]
-        batch = 256
+        # What batched GPU decoding reaches (data/ does not use it yet): nvJPEG decode of a whole batch, then
+        # per image a random crop of 35-100% of the side resized to the crop size (RandomResizedCrop's work),
+        # then normalise.
+        datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
+        batch, g = 256, torch.Generator().manual_seed(0)
         for _ in range(2):  # warm-up: nvJPEG handles, allocator
-            decoded = decode_jpeg(datas[:batch], device=device)
+            decode_jpeg(datas[:batch], device=device)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         done = 0
         for i in range(0, len(datas) - batch + 1, batch):
-            decoded = decode_jpeg(datas[i : i + batch], device=device)
-            x = torch.stack([torch.nn.functional.interpolate(d[None].float(), size=(size, size), mode="bilinear", antialias=True)[0] for d in decoded])
-            x = (x / 255 - 0.45) / 0.225
-            done += len(decoded)
+            crops = []
+            for img in decode_jpeg(datas[i : i + batch], device=device):
+                h, w = img.shape[-2:]
+                c = int(min(h, w) * (0.35 + 0.65 * torch.rand(1, generator=g).item()))
+                top, left = torch.randint(0, h - c + 1, (1,), generator=g).item(), torch.randint(0, w - c + 1, (1,), generator=g).item()
+                crop = img[None, :, top : top + c, left : left + c].float()
+                crops.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True))
+            x = (torch.cat(crops) / 255 - 0.45) / 0.225
+            done += len(x)
         torch.cuda.synchronize()
-        result["gpu_decode_resize_images_per_s"] = done / (time.perf_counter() - t0)
+        result["gpu_decode_crop_images_per_s"] = done / (time.perf_counter() - t0)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "out"), help="folder for the JSON (default $OUT)")
+    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results" / "gpu"), help="folder for the JSON (default: $OUT, else benchmarks/results/gpu)")
     p.add_argument("--budget-s", type=float, default=330, help="start no job that would end after this many seconds")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that everything runs")
     p.add_argument("--only", nargs="*", help="run only these jobs (names as listed by --list)")

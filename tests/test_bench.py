@@ -69,12 +69,15 @@ def test_benchmark_against_torchvision_and_timm_gives_ratios(mode):
         assert r["results"][0]["tflops"] == pytest.approx(r["results"][0]["images_per_s"] * 6 * r["settings"]["macs_per_image"] / 1e12)
 
 
-def test_benchmark_cpu_layouts_default_to_each_librarys_own():
-    r = benchmark("resnet18", batch_size=1, input_size=32, vs=["torchvision"], **TINY)
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_benchmark_cpu_layouts_default_to_each_librarys_own(mode):
+    r = benchmark("resnet18", mode=mode, batch_size=2, input_size=32, vs=["torchvision"], **TINY)
     ours, theirs = r["results"]
     assert "channels_last" in ours["recipe"] and "channels_last" not in theirs["recipe"]
-    r = benchmark("resnet18", batch_size=1, input_size=32, vs=["torchvision"], channels_last=True, **TINY)
+    r = benchmark("resnet18", mode=mode, batch_size=2, input_size=32, vs=["torchvision"], channels_last=True, **TINY)
     assert all("channels_last" in c["recipe"] for c in r["results"])
+    r = benchmark("resnet18", mode=mode, batch_size=2, input_size=32, fast=False, **TINY)
+    assert "channels_last" not in r["results"][0]["recipe"]
 
 
 def test_benchmark_refuses_bad_settings():

@@ -100,7 +100,7 @@ def test_vgg16_same_weights_same_outputs_as_keras():
     """Keras' VGG16 with random weights, copied into ours (HWIO -> OIHW kernels, fc1 rows reordered
     from Flatten's NHWC to NCHW), gives the same logits at 224x224, where Keras' Flatten and our
     adaptive pool + flatten see the same 7x7 map."""
-    keras = pytest.importorskip("keras")
+    import keras
     keras.utils.set_random_seed(0)
     k = keras.applications.VGG16(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     assert k.count_params() == 138_357_544

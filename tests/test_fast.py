@@ -244,6 +244,8 @@ def test_onnxruntime_fast_path_matches_for_any_batch():
     with torch.no_grad():
         for batch in (x, x[:1]):
             assert _close(fast_model(batch), model(batch)) <= 1e-5
+    with pytest.raises(cnnzoo.InputShapeError, match="3 input channels"):
+        fast_model(torch.zeros(1, 1, 32, 32))
 
 
 def test_auto_backend_choice(monkeypatch):

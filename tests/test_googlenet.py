@@ -67,8 +67,7 @@ def test_naive_inception_matches_the_seed_keras_block_done_right():
     """The seed's Keras block with the list fixed (concatenate([...])), same weights -> same output."""
     import keras
 
-    if keras.backend.backend() != "torch":
-        pytest.skip("keras was imported with another backend")
+    assert keras.backend.backend() == "torch", "tests/conftest.py sets KERAS_BACKEND=torch before keras is imported"
     c, (f1, f3, f5) = 8, (4, 6, 3)
     inp = keras.Input((9, 9, c))
     conv1x1 = keras.layers.Conv2D(f1, (1, 1), padding="same", activation="relu")(inp)

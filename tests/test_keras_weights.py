@@ -107,6 +107,7 @@ def resnet50_files(keras, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inception_files(keras, tmp_path_factory):
+    keras.backend.clear_session()  # restart Keras' automatic names, whatever other tests built before
     keras.utils.set_random_seed(0)
     # Layers made before shift Keras' automatic names: the file's convs are conv2d_1 ... conv2d_94, say,
     # where a fresh session would write conv2d ... conv2d_93. Placement must not depend on that.

@@ -23,10 +23,11 @@ How :func:`benchmark` measures, and why:
   allocation events. That covers PyTorch's allocator only: ONNX Runtime's own arena is not seen (None).
   The process-wide peak resident set size is in ``env["max_rss_mb"]``.
 
-What each contender runs is in its ``recipe``. cnnzoo's inference side is what the library gives users,
-:func:`cnnzoo.fast.optimize_for_inference` (``fast=False`` measures the plain eager model instead); the
-others run eagerly with the same precision and memory format, or compiled with the same inductor options
-when ``compile=True``. :func:`benchmark_data` measures a data pipeline alone.
+What each contender runs is in its ``recipe``. cnnzoo runs what the library gives users: for inference
+:func:`cnnzoo.fast.optimize_for_inference`, for training the step with
+:func:`cnnzoo.fast.training_defaults` (``fast=False`` measures the plain eager model instead). The others
+run eagerly with the same precision, or compiled with the same inductor options when ``compile=True``.
+:func:`benchmark_data` measures a data pipeline alone.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
 
 
 def _twin(library: str, name: str, num_classes: int, ours: nn.Module) -> nn.Module | str:
-    """The ``library``'s model of the same architecture as zoo model ``name``, or why there is none."""
+    """The ``library``'s model of the same architecture as zoo model ``name``, or why there is none.
+
+    Built with the library's defaults, except the auxiliary heads, which follow ours (other model options
+    are not carried over).
+    """
     info = get_model_info(name)
     if info.torchvision is None:
         return f"{library} has no {name}"
@@ -188,20 +193,11 @@ class Settings:
         return PRECISIONS[self.precision]
 
     def layout(self, library: str) -> bool:
-        """Channels-last for this contender? Unset: on a GPU everyone; on the CPU cnnzoo's fast path only."""
+        """Channels-last for this contender? Unset: on a GPU everyone; on the CPU cnnzoo's fast paths only
+        (inference and training, see :func:`cnnzoo.fast.training_defaults`)."""
         if self.channels_last is not None:
             return self.channels_last
-        return self.device.type == "cuda" or (library == "cnnzoo" and self.mode == "infer" and self.fast)
-
-
-def _compile_options(device: torch.device, mode: str) -> dict[str, Any]:
-    """The inductor settings everyone gets under ``compile=True`` (cnnzoo's inductor back end uses the same)."""
-    if mode == "train":
-        return {}
-    options: dict[str, Any] = {"freezing": True}
-    if device.type == "cuda":
-        options["triton.cudagraphs"] = True
-    return options
+        return self.device.type == "cuda" or (library == "cnnzoo" and self.fast)
 
 
 def _train_contender(library: str, model: nn.Module, s: Settings, x: torch.Tensor, y: torch.Tensor) -> Contender:
@@ -224,7 +220,9 @@ def _train_contender(library: str, model: nn.Module, s: Settings, x: torch.Tenso
 
     recipe = f"train, {s.precision}{' autocast' if amp else ''}{', channels_last' if channels_last else ''}, SGD {'fused' if fused.get('fused') else 'foreach'}"
     if s.compile:
-        step = torch.compile(step)  # the whole step: forward, loss, backward, optimizer
+        # The whole step: dynamo compiles forward and loss (AOTAutograd their backward) and, past the graph
+        # break at backward(), the optimizer update. Its second call recompiles once (momentum buffers appear).
+        step = torch.compile(step)
         recipe += ", torch.compile(step)"
     return Contender(library, recipe, step, model, optimizer=opt)
 
@@ -255,8 +253,11 @@ def _infer_contender(library: str, model: nn.Module, s: Settings, x: torch.Tenso
     recipe = f"infer, {s.precision}{' autocast' if amp else ''}{', channels_last' if channels_last else ''}"
     run: Callable = model
     if s.compile:
-        run = torch.compile(model, dynamic=False, options=_compile_options(s.device, "infer"))
-        recipe += ", torch.compile(" + ", ".join(f"{k}={v}" for k, v in _compile_options(s.device, "infer").items()) + ")"
+        from .fast import inductor_options
+
+        options = inductor_options(s.device)  # the same as cnnzoo's inductor back end
+        run = torch.compile(model, dynamic=False, options=options)
+        recipe += ", torch.compile(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
     else:
         recipe += ", eager"
 
@@ -413,7 +414,7 @@ def benchmark(
     Defaults: the GPU when there is one; batch 256 on a GPU, 32 on the CPU (16 for training); the model's
     native input size; bf16 on a GPU, fp32 on the CPU. ``channels_last`` True or False applies to every
     contender; unset, it is each one's default: channels-last for all on a GPU, and on the CPU for
-    cnnzoo's inference fast path only (torchvision and timm run NCHW there, as they do out of the box). ``backend`` is
+    cnnzoo's fast paths only (torchvision and timm run NCHW there, as they do out of the box). ``backend`` is
     cnnzoo's inference back end (:func:`cnnzoo.fast.optimize_for_inference`); ``compile`` compiles every
     contender the same way. ``iters`` fixes the steps per round (default: as many as take about
     ``round_seconds``). See the module docstring for what is measured and how.

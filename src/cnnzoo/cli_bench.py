@@ -24,10 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", help="input size: 224 or 3x224x224 (default: the model's native size)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="force the memory format of every contender (default: channels-last on a GPU; on the CPU only for cnnzoo's fast path)")
+                   help="force the memory format of every contender (default: channels-last on a GPU; on the CPU for cnnzoo's fast paths only)")
     p.add_argument("--compile", action="store_true", help="torch.compile every contender (the whole step when training)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="cnnzoo's inference back end (default: the fastest measured for the device)")
-    p.add_argument("--plain", action="store_true", help="run cnnzoo's model as it is, without the inference fast path")
+    p.add_argument("--plain", action="store_true", help="run cnnzoo's model as it is: no BN folding, back end or channels-last of its own")
     p.add_argument("--vs", default="", help="comma-separated: torchvision,timm")
     p.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
     p.add_argument("--iters", type=int, help="steps per round (default: about --round-seconds worth)")

@@ -102,8 +102,8 @@ class TrainConfig:
     weight_decay: float | None = None
     aug_pad: int | None = None
     aug_flip: bool | None = None
-    amp: str | None = None  # None, "bf16" or "fp16"
-    channels_last: bool = False
+    amp: str | None = None  # "bf16", "fp16" or "none"; None: bf16 on CUDA, none on CPU
+    channels_last: bool | None = None  # None: on for CUDA (tensor cores want NHWC), off on CPU
     compile: bool = False
     device: str | None = None
     seed: int = 0
@@ -273,10 +273,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
+    fused = dict(fused=True) if device.type == "cuda" else dict(foreach=True)  # one kernel for all parameters on GPU
     if cfg.opt == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, foreach=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, **fused)
     if cfg.opt == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
     raise TrainingError(f"unknown optimizer {cfg.opt!r}: use sgd or adamw")
 
 
@@ -313,7 +314,7 @@ def evaluate(model: nn.Module, batches, num_classes: int, d: Dist, *, amp_dtype=
     was_training = model.training
     model.eval()
     device = next(unwrap(model).parameters()).device
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5 (the count is the confusion's sum)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     k = min(5, num_classes)
     for x, y in batches.epoch(seed, epoch):
@@ -327,14 +328,13 @@ def evaluate(model: nn.Module, batches, num_classes: int, d: Dist, *, amp_dtype=
             F.cross_entropy(logits, y, reduction="sum").double(),
             (top[:, 0] == y).sum().double(),
             (top == y[:, None]).any(dim=1).sum().double(),
-            torch.tensor(float(len(y)), dtype=torch.float64, device=device),
         ])
         confusion += torch.bincount(y * num_classes + top[:, 0], minlength=num_classes**2).view(num_classes, num_classes)
     all_reduce_sum(sums, d)
     all_reduce_sum(confusion, d)
     model.train(was_training)
-    loss, top1, top5, count = sums.tolist()
-    count = int(count)
+    loss, top1, top5 = sums.tolist()
+    count = int(confusion.sum())
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
     return dict(loss=loss / max(count, 1), top1=top1 / max(count, 1), top5=top5 / max(count, 1), count=count, per_class=per_class, confusion=confusion.cpu().tolist())
 
@@ -397,6 +397,12 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     if resume_state is None and not cfg.resume and (Path(cfg.out) / "config.json").exists():
         raise TrainingError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, or pass another --out (nothing was changed)")
     device = pick_device(cfg.device, d)
+    # The fast paths are the defaults on a GPU (benchmarks/RESULTS.md); CPU runs stay fp32 / NCHW.
+    cfg = dataclasses.replace(
+        cfg,
+        amp=cfg.amp or ("bf16" if device.type == "cuda" else "none"),
+        channels_last=(device.type == "cuda") if cfg.channels_last is None else cfg.channels_last,
+    )
 
     torch.manual_seed(cfg.seed + d.rank)
     if cfg.deterministic:
@@ -442,7 +448,7 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
 
     opt = make_optimizer(model, cfg, device)
     sched = make_scheduler(opt, cfg, len(train_batches))
-    amp_dtype = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     net: nn.Module = model
     if d.world > 1:
@@ -479,7 +485,8 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         t0 = time.perf_counter()
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct
+        seen = 0
         bad = torch.zeros((), dtype=torch.bool, device=device)
         with _progress(cfg.progress and d.main, f"epoch {epoch + 1}/{cfg.epochs}", len(train_batches)) as bar:
             for i, (x, y) in enumerate(train_batches.epoch(cfg.seed, epoch)):
@@ -495,12 +502,14 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
                 step += 1
                 # Accumulate on the device; the host reads these only at refreshes (no sync per step).
                 bad |= ~torch.isfinite(loss.detach())
-                sums += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(), torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+                sums += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double()])
+                seen += len(y)
                 if bar.due(i):
                     if bad.item():
                         _diverged(cfg, epoch, step, opt, checkpoints)
                     s = sums.tolist()
-                    bar.update(i + 1, loss=s[0] / s[2], acc=s[1] / s[2], ips=s[2] * d.world / (time.perf_counter() - t0))
+                    bar.update(i + 1, loss=s[0] / seen, acc=s[1] / seen, ips=seen * d.world / (time.perf_counter() - t0))
+        sums = torch.cat([sums, torch.tensor([float(seen)], dtype=torch.float64, device=device)])
         all_reduce_sum(sums, d)
         flag = all_reduce_sum(bad.to(torch.float32), d)
         if flag.item() > 0:
