@@ -19,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(rounds=2, iters=1, warmup=1, backend="eager")  # one step per round: fast, and enough to check the bookkeeping
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _has_timm() -> bool:
@@ -146,7 +141,7 @@ def test_gpu_script_smoke(tmp_path):
     jobs = ["resnet18-infer-eager", "lenet5-train-eager", "profile-resnet50", "jpeg-pipeline"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--smoke", "--out", str(tmp_path), "--only", *jobs],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},  # see _one_thread
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},  # see the one_thread fixture in conftest.py
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cnnzoo.cli import main
@@ -122,16 +121,12 @@ def test_shape_needs_a_model_or_a_layer(capsys):
 # --- visualize ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_visualize_writes_the_pictures(capsys, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small forward pass; one thread does not stall on a busy machine
-    try:
-        y, x = np.mgrid[0:40, 0:50]
-        image = tmp_path / "in.png"
-        Image.fromarray(np.stack([x * 5, y * 6, (x + y) * 3], -1).astype(np.uint8)).save(image)
-        code, out, _ = run(capsys, "visualize", "resnet20", "--image", str(image), "--out", str(tmp_path / "pics"))
-    finally:
-        torch.set_num_threads(threads)
+    y, x = np.mgrid[0:40, 0:50]
+    image = tmp_path / "in.png"
+    Image.fromarray(np.stack([x * 5, y * 6, (x + y) * 3], -1).astype(np.uint8)).save(image)
+    code, out, _ = run(capsys, "visualize", "resnet20", "--image", str(image), "--out", str(tmp_path / "pics"))
     assert code == 0
     assert out.splitlines()[0] == "stages: layer1.2.relu[1], layer2.2.relu[1], layer3.2.relu[1]"
     written = [line.removeprefix("wrote ") for line in out.splitlines()[1:]]

@@ -15,13 +15,7 @@ from cnnzoo.layers import BatchNorm2dNoScale
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models on a shared 2-core machine: one thread avoids OpenMP contention and is faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _models_with_bn() -> list[str]:

@@ -25,13 +25,7 @@ from cnnzoo.visualize import (
 from cnnzoo.walk import load_model, trace
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small forward passes are fastest on one thread, and do not stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
