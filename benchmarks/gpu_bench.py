@@ -10,8 +10,9 @@ goes on.
     python3 benchmarks/gpu_bench.py --out "$OUT"            # on the GPU machine
     python3 benchmarks/gpu_bench.py --smoke --out /tmp/x    # anywhere: tiny sizes on the CPU, checks it runs
 
-Writes ``gpu_bench.json`` (settings, environment, one entry per job) and ``profile_*.txt`` (the kernels
-that take the time in a resnet50 training and inference step) to ``--out``. See benchmarks/RESULTS.md.
+Writes ``gpu_bench.json`` (settings, environment, one entry per job), ``profile_*.txt`` (the kernels
+that take the time in a resnet50 training and inference step) and ``gpu_tests.txt`` (pytest's output for
+the tests that need a GPU) to ``--out``. See benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ JOBS: list[tuple[str, dict, float]] = [
     ("resnet50-train-eager", dict(model="resnet50", mode="train", batch_size=256, vs=VS), 30),
     # cnnzoo's default inference path on a GPU (inductor: freezing + CUDA graphs) against the others eager.
     ("resnet50-infer-default", dict(model="resnet50", mode="infer", batch_size=256, vs=VS, warmup=5), 60),
-    # The whole training step compiled, for everyone (torchvision's graph is ours: inductor's cache may hit).
-    ("resnet50-train-compiled", dict(model="resnet50", mode="train", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 120),
-    ("resnet50-infer-eager", dict(model="resnet50", mode="infer", batch_size=256, backend="eager", vs=VS), 20),
-    ("profile-resnet50", dict(model="resnet50"), 15),
+    # The folder pipeline alone: decoding in worker processes (CPU) and in batches on the GPU (nvJPEG).
+    ("jpeg-pipeline", dict(), 45),
+    # The tests that need a GPU (nvJPEG path, inductor + CUDA graphs, a training step), under pytest.
+    ("gpu-tests", dict(), 50),
     ("resnet18-infer-eager", dict(model="resnet18", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK), 8),
     ("resnet18-train-eager", dict(model="resnet18", mode="train", batch_size=256, vs=VS, **QUICK), 8),
     ("vgg16-infer-eager", dict(model="vgg16", mode="infer", batch_size=128, backend="eager", vs=VS, **QUICK), 10),
@@ -59,9 +60,14 @@ JOBS: list[tuple[str, dict, float]] = [
     ("alexnet-train-eager", dict(model="alexnet", mode="train", batch_size=256, vs=VS, **QUICK), 6),
     ("lenet5-infer-eager", dict(model="lenet5", mode="infer", batch_size=256, backend="eager", **QUICK), 3),
     ("lenet5-train-eager", dict(model="lenet5", mode="train", batch_size=256, **QUICK), 3),
-    ("jpeg-pipeline", dict(), 30),
+    ("profile-resnet50", dict(model="resnet50"), 15),
+    # `cnnzoo train` end to end on the JPEG folder with its GPU defaults: bf16, channels-last, fused SGD, compiled.
+    ("train-folder-e2e", dict(model="resnet18"), 75),
+    # The whole training step compiled, for both (torchvision's graph is ours: inductor's cache may hit).
+    ("resnet50-train-compiled", dict(model="resnet50", mode="train", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 130),
+    ("resnet50-infer-eager", dict(model="resnet50", mode="infer", batch_size=256, backend="eager", vs=VS), 20),
     # torchvision compiled for inference as cnnzoo's inductor back end is (freezing + CUDA graphs).
-    ("resnet50-infer-compiled", dict(model="resnet50", mode="infer", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 60),
+    ("resnet50-infer-compiled", dict(model="resnet50", mode="infer", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 70),
 ]
 
 
@@ -108,44 +114,96 @@ def profile_step(model: str, mode: str, device: str, batch_size: int, out: Path,
     return dict(file=path.name, recipe=c.recipe)
 
 
-def jpeg_pipeline(device: str, smoke: bool) -> dict:
-    """Folder pipeline on synthetic JPEGs: cnnzoo's (CPU decode in workers) and GPU batch decoding alone."""
-    from torchvision.io import decode_jpeg
+_FOLDER: dict[bool, Path] = {}
 
+
+def jpeg_folder(smoke: bool) -> Path:
+    """A folder of ImageNet-like JPEGs (375x500, grainy, about 75 KiB each), made once per run."""
     from jpeg_folder import make_jpeg_folder  # beside this script
 
-    n, side = (16, 64) if smoke else (2048, 320)
-    root = Path(tempfile.mkdtemp(prefix="cnnzoo-jpeg-"))
-    files = make_jpeg_folder(root, n, side)
-    workers = min(16, os.cpu_count() or 1)
-    size = 32 if smoke else 224
-    result = dict(files=n, jpeg_side=side, crop=size)
-    result["cnnzoo_loader"] = benchmark_data(f"folder:{root}", batch_size=8 if smoke else 256, device=device, image_size=size,
-                                             workers=0 if smoke else workers, batches=1 if smoke else 7)  # fmt: skip
-    if torch.device(device).type == "cuda":
-        # What batched GPU decoding reaches (data/ does not use it yet): nvJPEG decode of a whole batch, then
-        # per image a random crop of 35-100% of the side resized to the crop size (RandomResizedCrop's work),
-        # then normalise.
-        datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
-        batch, g = 256, torch.Generator().manual_seed(0)
-        for _ in range(2):  # warm-up: nvJPEG handles, allocator
-            decode_jpeg(datas[:batch], device=device)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        done = 0
-        for i in range(0, len(datas) - batch + 1, batch):
-            crops = []
-            for img in decode_jpeg(datas[i : i + batch], device=device):
-                h, w = img.shape[-2:]
-                c = int(min(h, w) * (0.35 + 0.65 * torch.rand(1, generator=g).item()))
-                top, left = torch.randint(0, h - c + 1, (1,), generator=g).item(), torch.randint(0, w - c + 1, (1,), generator=g).item()
-                crop = img[None, :, top : top + c, left : left + c].float()
-                crops.append(torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear", antialias=True))
-            x = (torch.cat(crops) / 255 - 0.45) / 0.225
-            done += len(x)
-        torch.cuda.synchronize()
-        result["gpu_decode_crop_images_per_s"] = done / (time.perf_counter() - t0)
+    if smoke not in _FOLDER:
+        root = Path(tempfile.mkdtemp(prefix="cnnzoo-jpeg-"))
+        n, (h, w) = (16, (48, 64)) if smoke else (3072, (375, 500))
+        make_jpeg_folder(root, n, h, width=w, noise=10)
+        _FOLDER[smoke] = root
+    return _FOLDER[smoke]
+
+
+def jpeg_pipeline(device: str, smoke: bool) -> dict:
+    """The folder pipeline of `cnnzoo train` alone: CPU decoding in workers, and nvJPEG batches on the GPU."""
+    root = jpeg_folder(smoke)
+    files = sorted((root / "train").rglob("*.jpg"))
+    result = dict(files=len(files), mean_kib=sum(f.stat().st_size for f in files) / len(files) / 1024, crop=32 if smoke else 224)
+    cores = os.cpu_count() or 1
+    runs = [("workers", min(16, cores)), ("device", min(8, cores))]
+    for decode, workers in runs:
+        result[decode] = benchmark_data(f"folder:{root}", batch_size=8 if smoke else 256, device=device, image_size=result["crop"],
+                                        workers=0 if smoke else workers, batches=1 if smoke else 40, decode=decode)  # fmt: skip
+        print(f"    decode={decode}: {result[decode]['images_per_s']:,.0f} img/s ({result[decode]['settings']['pipeline']})", flush=True)
+    # The device path's two stages apart: nvJPEG (libjpeg on a CPU) alone, the crops alone.
+    result["device_stages"] = device_stages(root, files, device, result["crop"])
+    print(f"    device path stages: {result['device_stages']}", flush=True)
     return result
+
+
+def device_stages(root: Path, files: list[Path], device: str, crop: int) -> dict:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from cnnzoo.data import DeviceDecoder, load_data
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files[:1024]]
+    batches = [datas[i : i + 256] for i in range(0, len(datas), 256)]
+    decode_jpeg(batches[0], mode=ImageReadMode.RGB, device=device)  # warm-up: nvJPEG handles, allocator
+    sync()
+    t0 = time.perf_counter()
+    images = [img for b in batches for img in decode_jpeg(b, mode=ImageReadMode.RGB, device=device)]
+    sync()
+    decode_s = time.perf_counter() - t0
+    decoder = DeviceDecoder(load_data(f"folder:{root}", image_size=crop).train, device)
+    t0 = time.perf_counter()
+    for img in images:
+        decoder._crop(img)
+    sync()
+    crop_s = time.perf_counter() - t0
+    return dict(images=len(images), nvjpeg_decode_images_per_s=len(images) / decode_s, crop_images_per_s=len(images) / crop_s)
+
+
+def gpu_tests(out: Path, smoke: bool) -> dict:
+    """The tests that need a GPU, run by pytest in a child process; its output goes to gpu_tests.txt."""
+    import subprocess
+
+    selection = ["tests/test_fast.py", "tests/test_device_decode.py", "tests/test_data.py", "-k", "cuda or nvjpeg or gpu"]
+    if smoke:  # on a CPU they are skipped: run the selection only to check that it collects
+        selection += ["--collect-only"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *selection],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    (out / "gpu_tests.txt").write_text(proc.stdout + proc.stderr)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    return dict(returncode=proc.returncode, summary=lines[-1] if lines else "", file="gpu_tests.txt")
+
+
+def train_folder_e2e(model: str, device: str, smoke: bool) -> dict:
+    """`cnnzoo train` for two epochs on the JPEG folder with the defaults (on a GPU: compiled, bf16, channels-last)."""
+    from cnnzoo.train import TrainConfig, train
+
+    root = jpeg_folder(smoke)
+    out = Path(tempfile.mkdtemp(prefix="cnnzoo-run-")) / "run"
+    cfg = TrainConfig(model=model, data=f"folder:{root}", epochs=2, batch_size=8 if smoke else 256, image_size=32 if smoke else 224,
+                      workers=0 if smoke else None, device=device, progress=False, out=str(out),
+                      lr=0.02)  # fmt: skip  (random labels: a gentle rate, so nothing diverges)
+    t0 = time.perf_counter()
+    result = train(cfg)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    config = json.loads((out / "config.json").read_text())
+    keys = ("epoch", "img_per_s", "epoch_time", "train_loss", "test_acc", "test_count")
+    return dict(
+        seconds=time.perf_counter() - t0, epochs=[{k: h[k] for k in keys} for h in history],
+        settings={k: config[k] for k in ("amp", "channels_last", "compile", "decode", "batch_size", "workers")},
+        checkpoint_files=sorted(p.name for p in (out / "checkpoints").iterdir()) if (out / "checkpoints").is_dir() else [],
+        test_acc=result["test_acc"],
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                 result = {m: profile_step(kwargs["model"], m, device, bs, out, args.smoke) for m in ("train", "infer")}
             elif name == "jpeg-pipeline":
                 result = jpeg_pipeline(device, args.smoke)
+            elif name == "gpu-tests":
+                result = gpu_tests(out, args.smoke)
+                print(f"    {result['summary']}", flush=True)
+            elif name == "train-folder-e2e":
+                result = train_folder_e2e(kwargs["model"], device, args.smoke)
+                print("    " + "; ".join(f"epoch {e['epoch']}: {e['img_per_s']:,.0f} img/s" for e in result["epochs"]), flush=True)
             else:
                 result = benchmark(**(smoke_arguments(kwargs) if args.smoke else dict(kwargs, device=device)))
                 _print_line(result)

@@ -138,7 +138,7 @@ def test_cli_bench_data_and_errors(capsys):
 
 
 def test_gpu_script_smoke(tmp_path):
-    jobs = ["resnet18-infer-eager", "lenet5-train-eager", "profile-resnet50", "jpeg-pipeline"]
+    jobs = ["resnet18-infer-eager", "lenet5-train-eager", "profile-resnet50", "jpeg-pipeline", "gpu-tests", "train-folder-e2e"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--smoke", "--out", str(tmp_path), "--only", *jobs],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},  # see the one_thread fixture in conftest.py
@@ -148,5 +148,9 @@ def test_gpu_script_smoke(tmp_path):
     assert report["smoke"] and set(report["jobs"]) == set(jobs)
     assert all("error" not in v for v in report["jobs"].values()), {k: v.get("error") for k, v in report["jobs"].items()}
     assert "torchvision" in report["jobs"]["resnet18-infer-eager"]["ratios"]
-    assert report["jobs"]["jpeg-pipeline"]["cnnzoo_loader"]["images_per_s"] > 0
+    pipeline = report["jobs"]["jpeg-pipeline"]
+    assert pipeline["workers"]["images_per_s"] > 0 and pipeline["device"]["settings"]["decode"] == "device"
+    assert report["jobs"]["gpu-tests"]["returncode"] == 0 and "cuda" in (tmp_path / "gpu_tests.txt").read_text()
+    e2e = report["jobs"]["train-folder-e2e"]
+    assert [e["epoch"] for e in e2e["epochs"]] == [1, 2] and e2e["checkpoint_files"]
     assert (tmp_path / "profile_resnet50_train.txt").read_text().startswith("resnet50 train")

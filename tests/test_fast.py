@@ -262,3 +262,42 @@ def test_bad_settings_are_refused():
         optimize_for_inference(model, precision="int8")
     with pytest.raises(ValueError, match="fp32 on the CPU"):
         optimize_for_inference(model, backend="onnxruntime", precision="bf16")
+
+
+# --------------------------------------------------------------------------------------------------
+# On a GPU (run by benchmarks/gpu_bench.py's "gpu-tests" job on the lent machine; skipped elsewhere)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_default_inference_path_matches_eager():
+    """The GPU default (inductor with freezing and CUDA graphs, bf16, channels-last) computes the model."""
+    model, x = _resnet20()
+    with torch.no_grad():
+        want = model(x)
+    fast_model = optimize_for_inference(model.cuda(), precision="bf16")
+    assert fast_model.backend == "inductor"
+    for _ in range(3):  # the first calls compile and record the CUDA graph; later ones replay it
+        got = fast_model(x.cuda())
+    assert got.dtype == torch.float32 and got.device.type == "cuda"
+    assert _close(got.cpu(), want) <= 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_step_with_the_defaults_learns():
+    """bf16 autocast, channels-last and fused SGD (the GPU training defaults) drive the loss down."""
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("resnet20").cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(64, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (64,), device="cuda")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, fused=True)
+    losses = []
+    for _ in range(30):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    losses = torch.stack(losses).tolist()
+    assert losses[-1] < 0.5 * losses[0]  # memorises one batch

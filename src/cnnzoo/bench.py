@@ -33,6 +33,7 @@ run eagerly with the same precision, or compiled with the same inductor options 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import math
 import os
@@ -519,14 +520,16 @@ def benchmark_data(
     workers: int = 4,
     batches: int = 20,
     train: bool = True,
+    decode: str = "auto",
 ) -> dict[str, Any]:
     """Images per second of the training data pipeline alone: the batches ``cnnzoo train`` would feed a model.
 
     ``spec`` is a data spec (``folder:DIR``, ``mnist5k``, ``cifar10:DIR``, ``synthetic:N``, see
     :func:`cnnzoo.data.load_data`). In-memory data is indexed, augmented and normalised on ``device``;
-    folders are decoded and cropped in ``workers`` processes and copied over. The first batch (worker
-    start-up, first decodes) is timed apart; the rate is over the next ``batches`` batches, waiting for
-    the device at the end.
+    folders are read in ``workers`` processes and decoded and cropped there (``decode="workers"``) or on
+    ``device`` a batch at a time (``"device"``: nvJPEG on a GPU; ``"auto"`` is workers). The first batch (worker
+    start-up, first decodes) is timed apart; then the batches the workers read ahead are skipped, and the
+    rate is over the next ``batches`` batches, waiting for the device after each.
     """
     from . import data as datalib
     from .train import ArrayBatches, Dist, LoaderBatches, channel_stats, defaults_for
@@ -547,33 +550,48 @@ def benchmark_data(
         pipeline = ArrayBatches(split, batch_size, device, mean, std, Dist(), train=train, pad=pad, flip=flip)
         how = f"in memory on {device.type}: index, shift +/-{pad} px{' and flip' if flip else ''}, normalise"
     else:
-        pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers)
-        how = f"decode + {'random-resized crop and flip' if train else 'resize and centre crop'} in {workers} worker processes, copy to {device.type}, normalise"
+        pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers, decode=decode)
+        crop = "random-resized crop and flip" if train else "resize and centre crop"
+        if pipeline.decode == "device":
+            how = f"read in {workers} worker processes; decode (batched{', nvJPEG' if device.type == 'cuda' else ''}) + {crop} + normalise on {device.type}"
+        else:
+            how = f"decode + {crop} in {workers} worker processes, copy to {device.type}, normalise"
     if len(pipeline) == 0:
         raise ValueError(f"{spec}: fewer images than one batch of {batch_size}")
+    # Worker processes read ahead (DataLoader: 2 batches each), so the batches right after the first come
+    # out of a full queue, far faster than the workers make them: skip that many before timing. A folder
+    # smaller than that is gone through several times within one epoch (its files stay in the page cache,
+    # as a data set does that fits in RAM), so that workers are not restarted inside the timed window.
+    read_ahead = 2 * workers if isinstance(pipeline, LoaderBatches) else 0
+    if isinstance(pipeline, LoaderBatches):
+        needed = (1 + read_ahead + batches + 1) * batch_size
+        if len(split) < needed:
+            split = copy.copy(split)
+            split.samples = split.samples * math.ceil(needed / len(split))
+            pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers, decode=decode)
     env_start = environment(device)
     times, images = [], 0
     epoch, it = 0, iter(pipeline.epoch(0, 0))
     t0 = time.perf_counter()
-    while len(times) <= batches:
+    while len(times) <= read_ahead + batches:
         try:
             xb, _ = next(it)
-        except StopIteration:  # a small data set: go on with the next epoch
+        except StopIteration:  # a small in-memory data set: go on with the next epoch
             epoch += 1
             it = iter(pipeline.epoch(0, epoch))
             continue
         _sync(device)
         t1 = time.perf_counter()
         times.append(t1 - t0)
-        if len(times) > 1:
+        if len(times) > 1 + read_ahead:
             images += len(xb)
         t0 = t1
-    first, rest = times[0], times[1:]
+    first, rest = times[0], times[1 + read_ahead :]
     env = environment(device)
     env["load_average_start"] = env_start["load_average"]
     return dict(
         settings=dict(data=spec, model=model, batch_size=batch_size, device=str(device), image_size=splits.image_size,
-                      channels=splits.channels, workers=workers, batches=batches, train=train, pipeline=how),
+                      channels=splits.channels, workers=workers, batches=batches, skipped_read_ahead=read_ahead, train=train, decode=getattr(pipeline, 'decode', None), pipeline=how),
         env=env,
         images_per_s=images / sum(rest),
         first_batch_s=first,

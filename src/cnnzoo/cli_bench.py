@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. --option aux_logits=false")
     p.add_argument("--data", metavar="SPEC", help="measure the data pipeline alone: folder:DIR, mnist5k, cifar10:DIR, synthetic:N")
-    p.add_argument("--workers", type=int, default=4, help="decoding processes for folder data (--data)")
+    p.add_argument("--workers", type=int, default=4, help="file reading (and CPU decoding) processes for folder data (--data)")
+    p.add_argument("--decode", choices=("auto", "workers", "device"), default="auto",
+                   help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)")
     p.add_argument("--batches", type=int, default=20, help="batches timed for --data")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_bench)
@@ -65,7 +67,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data:
         result = benchmark_data(args.data, model=args.model, batch_size=args.batch_size or 256, device=args.device,
                                 image_size=(lambda s: s if s is None or isinstance(s, int) else s[1])(_input(args.input)),
-                                workers=args.workers, batches=args.batches)  # fmt: skip
+                                workers=args.workers, batches=args.batches, decode=args.decode)  # fmt: skip
         print(json.dumps(result, indent=2) if args.json else _data_text(result))
         return 0
     if not args.model:

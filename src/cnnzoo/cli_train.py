@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--weight-decay", type=float, help="not applied to biases and BatchNorm parameters")
     p.add_argument("--amp", choices=["bf16", "fp16", "none"], help="mixed-precision autocast (default: bf16 on CUDA, none on CPU)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory format (default: on for CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory format (default: on, except for LeNet-5)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model (default: on a GPU yes, on the CPU no)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels: a resumed run ends bitwise equal (CPU)")
@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sha256", help="check the --weights file's SHA-256 (or a prefix of 8+ hex digits) first")
     p.add_argument("--reset-head", action="store_true", help="--weights with another class count: load all but the classifier")
     p.add_argument("--image-size", type=int, help="resize / crop images to this size")
-    p.add_argument("--workers", type=int, default=4, help="image decoding processes for folder data")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes for folder data (default: 4; on a GPU one per core, up to 16)")
+    p.add_argument("--decode", choices=("auto", "workers", "device"), default="auto",
+                   help="folder data: decode JPEGs in the worker processes (CPU; auto) or in batches on the device (nvJPEG on a GPU, for few cores per GPU)")
     p.add_argument("--strict", action="store_true", help="stop at a corrupt image instead of skipping it")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
@@ -88,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         amp=args.amp, channels_last=args.channels_last, compile=args.compile, device=args.device, seed=args.seed,
         deterministic=args.deterministic, out=args.out, resume=args.resume, weights=args.weights, sha256=args.sha256,
         reset_head=args.reset_head, image_size=args.image_size,
-        workers=args.workers, strict=args.strict, sync_bn=args.sync_bn, progress=not args.no_progress,
+        workers=args.workers, decode=args.decode, strict=args.strict, sync_bn=args.sync_bn, progress=not args.no_progress,
         model_options=dict(_parse_option(o) for o in args.option),
     )  # fmt: skip
     train(cfg)

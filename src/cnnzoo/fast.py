@@ -24,8 +24,9 @@ traced it falls back to what is safe without a graph: consecutive children of a 
 * ``backend="auto"`` (the default): on a CPU, ONNX Runtime when it is installed, else inductor when a C++
   compiler is there, else eager; on a GPU, inductor. Measured on 2 cores of an AMD EPYC against
   torchvision eager fp32 (resnet18 and resnet50, batch 1 and 32): ONNX Runtime 1.85-3.4x, inductor
-  1.09-2.05x, eager 1.03-1.74x (``benchmarks/RESULTS.md``). On an H200, inductor with freezing ran
-  torchvision's resnet50 at 27,396 img/s against 15,429 eager (``ANCHORS.md``).
+  1.09-2.05x, eager 1.03-1.74x (``benchmarks/RESULTS.md``). On an H200 (bf16, batch 256) inductor with
+  freezing and CUDA graphs ran cnnzoo's folded resnet50 at 27,296 img/s, 1.77x torchvision eager and 1.16x
+  torchvision compiled the same way.
 """
 
 from __future__ import annotations
@@ -246,10 +247,12 @@ def training_defaults(device: torch.device | str) -> dict[str, Any]:
     Channels-last trained every family 1.05-1.5x faster than NCHW on the 2-core CPU of RESULTS.md (oneDNN's
     kernels prefer it), and it is the layout a GPU's tensor cores read; bf16 autocast runs the convolutions
     on the tensor cores; a fused optimizer updates all weights in a few kernels instead of a few per
-    weight. ``cnnzoo bench --mode train`` runs cnnzoo with these.
+    weight; on a GPU ``torch.compile`` fuses the elementwise passes (1.45x for resnet50 on an H200). ``cnnzoo
+    bench --mode train`` runs cnnzoo with the first three (``--compile`` compiles every contender alike);
+    ``cnnzoo train`` uses all four.
     """
     cuda = torch.device(device).type == "cuda"
-    return dict(channels_last=True, amp="bf16" if cuda else None, fused_optimizer=cuda)
+    return dict(channels_last=True, amp="bf16" if cuda else None, fused_optimizer=cuda, compile=cuda)
 
 
 class InferenceModel(nn.Module):
@@ -329,12 +332,13 @@ def optimize_for_inference(
     precision: str = "fp32",
     channels_last: bool = True,
     device: torch.device | str | None = None,
-    fold: bool = True,
+    fold: bool | None = None,
     compile_options: dict[str, Any] | None = None,
 ) -> InferenceModel:
     """The fastest way this library knows to run ``model`` for inference; ``model`` itself is left as it was.
 
-    BatchNorm folded into the convs (``fold``), weights in ``precision`` ("fp32", "bf16", "fp16"), laid out
+    BatchNorm folded into the convs (``fold``; unset: everywhere but the eager back end on a GPU, see
+    below), weights in ``precision`` ("fp32", "bf16", "fp16"; BatchNorms left unfolded keep fp32), laid out
     channels-last, on ``device`` (default: where the model is), run by ``backend`` (see the module
     docstring; "auto" picks the fastest measured on that device). ``compile_options`` are inductor
     settings for ``torch.compile(options=...)``, on top of the defaults: ``freezing``, and on a GPU
@@ -359,10 +363,19 @@ def optimize_for_inference(
         if not _has_onnxruntime():
             raise ImportError("the onnxruntime back end needs onnxruntime, onnx and onnxscript: pip install 'cnnzoo[onnx]'")
 
+    if fold is None:
+        # On a GPU, eager PyTorch adds a folded conv's bias in a kernel of its own, which for channels-last
+        # tensors is not vectorised: on an H200 it took 42% of a resnet50 batch and made the folded eager
+        # model 0.87x torchvision's (benchmarks/RESULTS.md). cuDNN's BatchNorm kernel does that pass faster.
+        # Inductor fuses bias, ReLU and residual add into one kernel, so folding pays there.
+        fold = not (device.type == "cuda" and backend == "eager")
     model = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
     model.requires_grad_(False)
     dtype = PRECISIONS[precision]
     model.to(device=device, dtype=dtype)
+    for m in model.modules():  # BatchNorms that are left: statistics in fp32, as autocast runs them
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.float()
     channels_last = channels_last and backend != "onnxruntime"  # ONNX Runtime picks its own layouts
     if channels_last:
         model.to(memory_format=torch.channels_last)

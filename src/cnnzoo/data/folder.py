@@ -142,17 +142,25 @@ class ImageFolderData(Dataset):
         data = Path(path).read_bytes()
         if not data:
             raise RuntimeError("empty file")
+        return self.decode_bytes(data)
+
+    def decode_bytes(self, data: bytes) -> torch.Tensor:
+        """An encoded image (JPEG, PNG, WebP) as uint8 ``(C, H, W)`` with this dataset's channels, upright."""
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=self.mode, **_EXIF)
+
+    def unreadable(self, path: str, error: Exception) -> None:
+        """What a file that does not decode gives: an error with ``strict``, else a warning and ``None`` (skipped)."""
+        if self.strict:
+            raise DataError(f"{path}: cannot decode image ({error})") from None
+        warnings.warn(f"skipping unreadable image {path}: {error}", CorruptImageWarning, stacklevel=3)
+        return None
 
     def __getitem__(self, i: int) -> Optional[tuple[torch.Tensor, int]]:
         path, label = self.samples[i]
         try:
             image = self.decode(path)
         except (OSError, RuntimeError, ValueError) as e:  # torchvision reports bad data as RuntimeError
-            if self.strict:
-                raise DataError(f"{path}: cannot decode image ({e})") from None
-            warnings.warn(f"skipping unreadable image {path}: {e}", CorruptImageWarning, stacklevel=2)
-            return None
+            return self.unreadable(path, e)
         return self.transform(image), label
 
     def drop_unreadable(self) -> list[str]:
