@@ -18,6 +18,7 @@ the tests that need a GPU) to ``--out``. See benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -114,19 +115,15 @@ def profile_step(model: str, mode: str, device: str, batch_size: int, out: Path,
     return dict(file=path.name, recipe=c.recipe)
 
 
-_FOLDER: dict[bool, Path] = {}
-
-
+@functools.cache
 def jpeg_folder(smoke: bool) -> Path:
     """A folder of ImageNet-like JPEGs (375x500, grainy, about 75 KiB each), made once per run."""
     from jpeg_folder import make_jpeg_folder  # beside this script
 
-    if smoke not in _FOLDER:
-        root = Path(tempfile.mkdtemp(prefix="cnnzoo-jpeg-"))
-        n, (h, w) = (16, (48, 64)) if smoke else (3072, (375, 500))
-        make_jpeg_folder(root, n, h, width=w, noise=10)
-        _FOLDER[smoke] = root
-    return _FOLDER[smoke]
+    root = Path(tempfile.mkdtemp(prefix="cnnzoo-jpeg-"))
+    n, (h, w) = (16, (48, 64)) if smoke else (3072, (375, 500))
+    make_jpeg_folder(root, n, h, width=w, noise=10)
+    return root
 
 
 def jpeg_pipeline(device: str, smoke: bool) -> dict:

@@ -549,7 +549,17 @@ def benchmark_data(
         pad, flip = (aug.get("aug_pad", 0), bool(aug.get("aug_flip"))) if train else (0, False)
         pipeline = ArrayBatches(split, batch_size, device, mean, std, Dist(), train=train, pad=pad, flip=flip)
         how = f"in memory on {device.type}: index, shift +/-{pad} px{' and flip' if flip else ''}, normalise"
+        read_ahead = 0
     else:
+        # Worker processes read ahead (DataLoader: 2 batches each), so the batches right after the first come
+        # out of a full queue, far faster than the workers make them: skip that many before timing. A folder
+        # smaller than that is gone through several times within one epoch (its files stay in the page cache,
+        # as a data set does that fits in RAM), so that workers are not restarted inside the timed window.
+        read_ahead = 2 * workers
+        needed = (1 + read_ahead + batches + 1) * batch_size
+        if batch_size <= len(split) < needed:
+            split = copy.copy(split)
+            split.samples = split.samples * math.ceil(needed / len(split))
         pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers, decode=decode)
         crop = "random-resized crop and flip" if train else "resize and centre crop"
         if pipeline.decode == "device":
@@ -558,17 +568,6 @@ def benchmark_data(
             how = f"decode + {crop} in {workers} worker processes, copy to {device.type}, normalise"
     if len(pipeline) == 0:
         raise ValueError(f"{spec}: fewer images than one batch of {batch_size}")
-    # Worker processes read ahead (DataLoader: 2 batches each), so the batches right after the first come
-    # out of a full queue, far faster than the workers make them: skip that many before timing. A folder
-    # smaller than that is gone through several times within one epoch (its files stay in the page cache,
-    # as a data set does that fits in RAM), so that workers are not restarted inside the timed window.
-    read_ahead = 2 * workers if isinstance(pipeline, LoaderBatches) else 0
-    if isinstance(pipeline, LoaderBatches):
-        needed = (1 + read_ahead + batches + 1) * batch_size
-        if len(split) < needed:
-            split = copy.copy(split)
-            split.samples = split.samples * math.ceil(needed / len(split))
-            pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers, decode=decode)
     env_start = environment(device)
     times, images = [], 0
     epoch, it = 0, iter(pipeline.epoch(0, 0))

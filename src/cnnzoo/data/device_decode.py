@@ -167,8 +167,7 @@ class DeviceDecoder:
         if any(flips):  # applied to the whole batch at once
             flip = torch.tensor(flips, device=self.device).view(-1, 1, 1, 1)
             out = torch.where(flip, out.flip(-1), out)
-        labels = batch.labels[keep] if len(keep) < len(images) else batch.labels
-        return out, labels.to(self.device, non_blocking=True)
+        return out, batch.labels[keep].to(self.device, non_blocking=True)
 
     # decoding -------------------------------------------------------------------------------------
 
