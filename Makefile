@@ -20,6 +20,8 @@ run: install
 	$(VENV)/bin/cnnzoo train lenet5
 
 test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	KERAS_BACKEND=torch $(PY) -m pytest -q
 
 clean:

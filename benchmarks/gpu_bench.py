@@ -87,7 +87,7 @@ def profile_step(model: str, mode: str, device: str, batch_size: int, out: Path,
     from torch.profiler import ProfilerActivity, profile
 
     from cnnzoo import bench as B
-    from cnnzoo.registry import create_model, get_model_info
+    from cnnzoo import create_model, get_model_info
 
     dev = torch.device(device)
     size = (3, 64, 64) if smoke else tuple(get_model_info(model).input_size)

@@ -8,7 +8,8 @@ import torchvision
 from torch import nn
 
 import cnnzoo
-import cnnzoo.compat.keras
+import cnnzoo.weights.keras
+import cnnzoo.weights.torchvision
 from cnnzoo.counting import count_params
 from cnnzoo.models import vgg
 
@@ -79,7 +80,7 @@ def test_vgg_layers_carry_keras_names():
 
 def test_torchvision_keys_are_renamed_to_paper_names():
     sd = torchvision.models.vgg11_bn(weights=None).state_dict()
-    renamed = cnnzoo.compat.torchvision.convert_torchvision_state_dict("vgg11_bn", sd)
+    renamed = cnnzoo.weights.torchvision.convert_torchvision_state_dict("vgg11_bn", sd)
     assert "features.block1_conv1.weight" in renamed and "features.block1_conv1_bn.running_var" in renamed
     assert "classifier.predictions.bias" in renamed
     assert set(renamed) == set(cnnzoo.create_model("vgg11_bn").state_dict())
@@ -105,7 +106,7 @@ def test_vgg16_same_weights_same_outputs_as_keras():
     k = keras.applications.VGG16(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     assert k.count_params() == 138_357_544
     ours = cnnzoo.create_model("vgg16").eval()
-    cnnzoo.compat.keras.load_keras_model(ours, k, vgg.keras_name_map(ours), flatten_from=vgg.KERAS_FLATTEN)
+    cnnzoo.weights.keras.load_keras_model(ours, k, vgg.keras_name_map(ours), flatten_from=vgg.KERAS_FLATTEN)
     x = np.random.default_rng(0).standard_normal((2, 224, 224, 3)).astype("float32")
     want = np.asarray(k(x, training=False).detach().cpu())
     with torch.no_grad():

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from cnnzoo.cli import main
-from cnnzoo.cli_inspect import parse_input_size, parse_padding
+from cnnzoo.cli.options import parse_input_size, parse_padding
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

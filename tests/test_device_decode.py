@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader
 
 from . import data_fixtures as fx
 from cnnzoo.data import CorruptImageWarning, DataError, EncodedImages, collate_encoded, load_data
+from cnnzoo.data.batches import LoaderBatches
 from cnnzoo.data.device_decode import DeviceDecoder, check_decode_option, nvjpeg_available
-from cnnzoo.train import Dist, LoaderBatches
+from cnnzoo.train import Dist
 from .test_train import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,11 +14,12 @@ import torchvision
 import cnnzoo
 from cnnzoo import InputShapeError, create_model, load_torchvision_state_dict
 from cnnzoo.counting import count_params
-from cnnzoo.models.googlenet import GOOGLENET_INCEPTIONS, GoogLeNetOutputs, Inception, NaiveInception
+from cnnzoo.models.googlenet import GOOGLENET_CONFIGS, GoogLeNetOutputs, Inception, NaiveInception
 
 from .anchors import TORCHVISION_PARAMS
 
 MIN = cnnzoo.get_model_info("googlenet").min_size
+GOOGLENET_INCEPTIONS = GOOGLENET_CONFIGS["googlenet"]  # the paper's table 1, one row per Inception module
 
 
 @functools.cache

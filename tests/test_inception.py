@@ -13,7 +13,6 @@ import torchvision
 
 import cnnzoo
 from cnnzoo import InputShapeError, WeightsError, create_model, load_torchvision_state_dict
-from cnnzoo.compat.keras import load_keras_model
 from cnnzoo.counting import count_params
 from cnnzoo.layers import ConvBNAct
 from cnnzoo.models.inception import (
@@ -25,6 +24,7 @@ from cnnzoo.models.inception import (
     InceptionOutputs,
     keras_layer_names,
 )
+from cnnzoo.weights.keras import load_keras_model
 
 from .anchors import KERAS_PARAMS, TORCHVISION_PARAMS
 

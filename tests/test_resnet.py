@@ -17,22 +17,23 @@ import torchvision
 from torch import nn
 
 import cnnzoo
-from cnnzoo.compat.keras import load_keras_model
-from cnnzoo.compat.torchvision import convert_torchvision_state_dict
 from cnnzoo.counting import count_params
 from cnnzoo.models.resnet import (
-    CIFAR_CONFIGS,
-    IMAGENET_CONFIGS,
-    KERAS_CONFIGS,
+    BLOCK_TYPES,
+    CIFAR_RESNET_CONFIGS,
+    KERAS_RESNET_CONFIGS,
+    RESNET_CONFIGS,
     BasicBlock,
     Bottleneck,
     ShortcutA,
     keras_name_map,
 )
+from cnnzoo.weights.keras import load_keras_model
+from cnnzoo.weights.torchvision import convert_torchvision_state_dict
 
-IMAGENET_NAMES = list(IMAGENET_CONFIGS)
-CIFAR_NAMES = list(CIFAR_CONFIGS)
-KERAS_NAMES = list(KERAS_CONFIGS)
+IMAGENET_NAMES = list(RESNET_CONFIGS)
+CIFAR_NAMES = list(CIFAR_RESNET_CONFIGS)
+KERAS_NAMES = list(KERAS_RESNET_CONFIGS)
 ALL_NAMES = IMAGENET_NAMES + CIFAR_NAMES + KERAS_NAMES
 
 # Keras 3 with torch tensors under numpy 2 warns on every weight read; it is noise for these tests.
@@ -123,7 +124,8 @@ def _stride(conv: nn.Conv2d) -> int:
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_stride_once_per_stage_and_projection_exactly_where_shape_changes(name):
     model = build(name)
-    block_type, layers = IMAGENET_CONFIGS[name]
+    block, layers = RESNET_CONFIGS[name]
+    block_type = BLOCK_TYPES[block]
     for s, num_blocks in enumerate(layers, start=1):
         stage = getattr(model, f"layer{s}")
         assert len(stage) == num_blocks
@@ -220,7 +222,7 @@ def cifar_param_formula(n: int, num_classes: int = 10) -> int:
 
 @pytest.mark.parametrize("name", CIFAR_NAMES)
 def test_cifar_resnet_counts_depth_and_metadata(name):
-    n = CIFAR_CONFIGS[name]
+    n = CIFAR_RESNET_CONFIGS[name]
     model = build(name)
     total = count_params(model).total
     assert total == cifar_param_formula(n)

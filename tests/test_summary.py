@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnzoo import list_models
 from cnnzoo.summary import Summary, summary
-from cnnzoo.walk import load_model, trace
+from cnnzoo.trace import resolve_model, trace
 
 from .anchors import KERAS_PARAMS, TORCHVISION_PARAMS
 
@@ -157,7 +157,7 @@ def test_totals_agree_with_torchinfo_and_macs_differ_only_by_what_are_not_macs(n
     layer with a bias, one per output element (an addition, no multiplication), plus each BatchNorm's
     parameter count once per image (though BatchNorm touches every element). Ours, conv and linear
     weights only, are the convention of torchvision's published figures (test_macs_match_...)."""
-    model, _ = load_model(name)
+    model, _ = resolve_model(name)
     size = model.info.input_size
     s = summary(model)
     ti = torchinfo.summary(model, input_size=(1, *size), device="meta", mode="eval", verbose=0)
@@ -225,7 +225,7 @@ def _true_receptive_field(model: nn.Module, size: int, output_of: nn.Module) -> 
 
 
 def test_receptive_field_through_residual_adds_is_the_true_one():
-    model, _ = load_model("resnet20", device="cpu")
+    model, _ = resolve_model("resnet20", device="cpu")
     s = summary(model, (3, 64, 64))  # 32x32 after layer2: the centre pixel's field lies inside the input
     assert next(r for r in reversed(s.rows) if r.path == "layer2.2.relu").receptive_field == (37, 37)
     assert _true_receptive_field(model, 64, model.layer2) == 37
@@ -276,7 +276,7 @@ def test_shared_parameters_are_counted_once():
 
 
 def test_train_and_eval_modes_are_restored_and_weights_untouched():
-    model = load_model("resnet20", device="cpu")[0].train()
+    model = resolve_model("resnet20", device="cpu")[0].train()
     model.layer2.eval()  # a mixed state must come back as it was
     before = {k: v.clone() for k, v in model.state_dict().items()}
     summary(model, mode="eval")

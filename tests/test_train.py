@@ -124,7 +124,7 @@ def test_fine_tune_from_torchvision_weights_needs_reset_head(tmp_path):
     assert p.returncode == 2 and "--reset-head" in p.stderr and "1000" in p.stderr
     p = cli(*base, "--out", tmp_path / "b", "--reset-head")
     assert "resnet18.pth" in p.stdout  # the load report
-    model = ckpt.load_model(tmp_path / "b", which="last")
+    model = cnnzoo.load_model(tmp_path / "b", which="last")
     assert model.fc.out_features == 4
 
 
@@ -145,7 +145,8 @@ def uninterrupted(tmp_path_factory):
 KILL_DURING_SAVE = """
 import os, signal, sys
 from pathlib import Path
-import cnnzoo.checkpoint as c
+import cnnzoo.checkpoint, cnnzoo.weights.cnnzoo_format as fmt
+c = fmt if sys.argv[1] == "save_file" else cnnzoo.checkpoint  # the weights file's writer calls save_file
 target, when, name_part = sys.argv[1], sys.argv[2], sys.argv[3]
 calls = {"n": 0}
 original = getattr(c, target)
@@ -179,7 +180,7 @@ def test_sigkill_while_writing_a_checkpoint_then_resume_is_bitwise_equal(uninter
     assert p.returncode == -signal.SIGKILL, p.stderr
     last = json.loads((out / "last.json").read_text())
     assert last["epoch"] in (1, 2)
-    ckpt.load_model(out, which="last")  # what the pointer names is complete and loads
+    cnnzoo.load_model(out, which="last")  # what the pointer names is complete and loads
     cli("train", "--resume", out, "--no-progress")
     a, b = final_weights(uninterrupted), final_weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -278,7 +279,7 @@ def test_two_process_ddp_training_killed_and_resumed(tmp_path):
     assert history[-1]["step"] == 12 * 62
     weights = final_weights(out)
     assert not any(k.startswith("module.") for k in weights)
-    assert isinstance(ckpt.load_model(out, which="last"), cnnzoo.models.ZooModel)
+    assert isinstance(cnnzoo.load_model(out, which="last"), cnnzoo.models.ZooModel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +370,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
     monkeypatch.setattr(datalib, "normalize_batch", poisoned)
     with pytest.raises(TrainingError, match=r"NaN or infinite in epoch 2.*last good checkpoint \(epoch 1\) is intact"):
         train(_tiny_config(tmp_path / "run"))
-    model = ckpt.load_model(tmp_path / "run", which="last")
+    model = cnnzoo.load_model(tmp_path / "run", which="last")
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert json.loads((tmp_path / "run" / "last.json").read_text())["epoch"] == 1
 
@@ -394,7 +395,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
         train(_tiny_config(tmp_path / "run"))
     run = tmp_path / "run"
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
-    ckpt.load_model(run, which="last")
+    cnnzoo.load_model(run, which="last")
     assert not [f for f in (run / "checkpoints").iterdir() if f.name.endswith(".tmp")]
     monkeypatch.setattr(ckpt, "save_training_state", real)
     result = train(TrainConfig(model="lenet5", resume=str(run), progress=False))  # and it resumes
@@ -403,7 +404,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 def test_auxiliary_heads_are_trained_with_their_loss_weight(tmp_path, monkeypatch):
     """GoogLeNet with aux heads returns (logits, aux2, aux1) in training; the loop trains on all three."""
-    from cnnzoo import train as trainlib
+    from cnnzoo.train import engine as trainlib  # where the training loop looks _forward_loss up
 
     seen = []
     real = trainlib._forward_loss
@@ -436,3 +437,54 @@ def test_inception_v3_aux_head_size_is_refused_before_training(tmp_path):
     with pytest.raises(TrainingError, match=r"aux_logits=True needs an input of at least 299x299.*--image-size"):
         train(TrainConfig(model="inception_v3", data="synthetic:16:3x75x75:4", epochs=1, batch_size=8, out=str(tmp_path / "i"), progress=False))
     assert not (tmp_path / "i").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# options: declared once in TrainConfig, checked alike from Python and from the command line
+
+
+def test_out_of_range_options_are_refused_before_anything_is_written(tmp_path, capsys):
+    from cnnzoo.cli import main
+    from cnnzoo.train import TrainOptionError
+
+    out = tmp_path / "r"
+    for flags, line in [
+        (["--batch-size", "0"], "--batch-size: 0 is not allowed (must be >= 1)"),
+        (["--epochs", "-3"], "--epochs: -3 is not allowed (must be >= 1)"),
+        (["--workers", "-1"], "--workers: -1 is not allowed (must be >= 0)"),
+        (["--label-smoothing", "1"], "--label-smoothing: 1.0 is not allowed (must be >= 0 and < 1)"),
+    ]:
+        assert main(["train", "lenet5", *flags, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"cnnzoo train: error: {line}\n"
+    for kwargs, message in [
+        (dict(batch_size=0), "batch_size: 0 is not allowed (must be >= 1)"),
+        (dict(warmup=-1), "warmup: -1 is not allowed (must be >= 0)"),
+        (dict(epochs=2.5), "epochs: 2.5 is not allowed (must be an integer)"),
+        (dict(opt="adam"), "opt: 'adam' is not allowed (must be one of sgd, adamw)"),
+        (dict(decode="gpu"), "decode: 'gpu' is not allowed (must be one of auto, workers, device)"),
+    ]:
+        with pytest.raises(TrainOptionError) as e:
+            train(TrainConfig(model="lenet5", out=str(out), progress=False, **kwargs))
+        assert str(e.value) == message
+    assert not out.exists()
+
+
+def test_train_flags_are_generated_from_the_config_fields():
+    import dataclasses
+
+    from cnnzoo.cli import build_parser
+    from cnnzoo.cli.options import train_config_values
+
+    parser = build_parser()
+    defaults = train_config_values(parser.parse_args(["train", "lenet5"]))
+    assert TrainConfig(**defaults) == TrainConfig(model="lenet5")  # every flag's default is the field's
+    cli_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["option"].cli]
+    assert sorted(defaults) == sorted(cli_fields)
+    given = train_config_values(parser.parse_args([
+        "train", "resnet20", "--batch-size", "8", "--lr", "0.05", "--label-smoothing", "0.1", "--no-compile", "--channels-last",
+        "--no-progress", "--reset-head", "--decode", "workers", "--option", "zero_init_residual=true", "--option", "width=2",
+    ]))  # fmt: skip
+    assert TrainConfig(**given) == TrainConfig(
+        model="resnet20", batch_size=8, lr=0.05, label_smoothing=0.1, compile=False, channels_last=True, progress=False,
+        reset_head=True, decode="workers", model_options={"zero_init_residual": True, "width": 2},
+    )  # fmt: skip

@@ -10,6 +10,7 @@ from torch import nn
 
 from cnnzoo import create_model, get_model_info, list_models
 from cnnzoo.errors import CnnzooError, InputShapeError
+from cnnzoo.trace import resolve_model, trace
 from cnnzoo.visualize import (
     DPI,
     FILTERS_INCHES,
@@ -22,8 +23,6 @@ from cnnzoo.visualize import (
     stages,
     visualize,
 )
-from cnnzoo.walk import load_model, trace
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,7 +102,7 @@ def test_a_model_by_name(name, image, tmp_path):
 
 def test_stages_are_block_outputs():
     def names(model_name):
-        model, _ = load_model(model_name)
+        model, _ = resolve_model(model_name)
         return [n.name for n in stages(trace(model, model.info.input_size))]
 
     assert names("resnet50") == ["relu", "layer1.2.relu[2]", "layer2.3.relu[2]", "layer3.5.relu[2]", "layer4.2.relu[2]"]
@@ -111,23 +110,23 @@ def test_stages_are_block_outputs():
     assert names("googlenet")[-3:] == ["inception3b", "inception4e", "inception5b"]
     assert names("vgg16")[:2] == ["features.block1_conv2_relu", "features.block2_conv2_relu"]
     # The auxiliary heads are side branches: never stages, even when they run.
-    model, _ = load_model("googlenet", aux_logits=True)
+    model, _ = resolve_model("googlenet", aux_logits=True)
     assert not any(n.path.startswith("aux") for n in stages(trace(model, (3, 224, 224), mode="train", batch_size=2)))
 
 
 def test_image_is_prepared_as_the_model_wants(tmp_path):
     path = tmp_path / "red.png"
     Image.new("RGB", (40, 30), (255, 0, 0)).save(path)
-    rgb, _ = load_model("resnet18", device="cpu")
+    rgb, _ = resolve_model("resnet18", device="cpu")
     x = load_image(path, rgb, 32)
     assert x.shape == (1, 3, 32, 32)
     mean, std = torch.tensor(rgb.info.mean).view(3, 1, 1), torch.tensor(rgb.info.std).view(3, 1, 1)
     assert torch.allclose((x[0] * std + mean)[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6)
-    bgr, _ = load_model("resnet50_keras", device="cpu")  # Keras' caffe mode: BGR, minus the mean
+    bgr, _ = resolve_model("resnet50_keras", device="cpu")  # Keras' caffe mode: BGR, minus the mean
     x = load_image(path, bgr, 32)
     mean, std = torch.tensor(bgr.info.mean).view(3, 1, 1), torch.tensor(bgr.info.std).view(3, 1, 1)
     assert torch.allclose((x[0] * std + mean)[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)
-    gray, _ = load_model("lenet5", device="cpu")
+    gray, _ = resolve_model("lenet5", device="cpu")
     assert load_image(path, gray, 28).shape == (1, 1, 28, 28)
 
 

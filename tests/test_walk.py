@@ -8,13 +8,14 @@ from torch import nn
 from cnnzoo import get_model_info, list_models
 from cnnzoo.errors import InputShapeError
 from cnnzoo.layers import ConvBNAct
-from cnnzoo.walk import explain_layer, load_model, smallest_input, trace, walk
+from cnnzoo.trace import resolve_model
+from cnnzoo.walk import explain_layer, smallest_input, trace, walk
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_formula_is_confirmed_by_pytorch(name):
     """Every layer with a formula predicted the size PyTorch then produced, at the native size."""
-    model, _ = load_model(name)
+    model, _ = resolve_model(name)
     t = trace(model, model.info.input_size)
     predicted = [n for n in t.nodes if n.step is not None and n.step.out_hw is not None]
     assert predicted and all(n.step.verified for n in predicted)
@@ -117,7 +118,7 @@ def test_explain_one_layer():
 
 
 def test_trace_keeps_the_model_as_it_was():
-    model = load_model("resnet20", device="cpu")[0].train()
+    model = resolve_model("resnet20", device="cpu")[0].train()
     before = [p.clone() for p in model.parameters()]
     trace(model, (3, 32, 32))
     assert model.training and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import cnnzoo
-from cnnzoo.checkpoint import RunCheckpoints, load_model, read_metadata, save_weights
+from cnnzoo.checkpoint import RunCheckpoints, read_metadata, save_weights
+from cnnzoo.factory import load_model
 from cnnzoo.cli import main
 from cnnzoo.weights import detect_format, file_sha256, load_pretrained
 
@@ -285,3 +286,32 @@ def test_convert_writes_a_cnnzoo_checkpoint(tmp_path, resnet18_file, capsys):
 
     assert main(["convert", str(path), str(tmp_path / "x.pth"), "--model", "resnet18"]) == 2
     assert "a cnnzoo checkpoint is a .safetensors file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Import paths from before the weights/ package
+# --------------------------------------------------------------------------------------------------
+
+
+def test_old_import_paths_name_the_same_functions():
+    """cnnzoo.compat.* and the weights-file names in cnnzoo.checkpoint re-export weights/ (pointing down)."""
+    import cnnzoo.checkpoint
+    import cnnzoo.compat.keras
+    import cnnzoo.compat.torchvision
+    import cnnzoo.weights.cnnzoo_format
+    import cnnzoo.weights.keras
+    import cnnzoo.weights.state_dict
+    import cnnzoo.weights.torchvision
+
+    old_and_new = [
+        (cnnzoo.compat.keras, cnnzoo.weights.keras, ["load_keras_model", "read_keras_file", "keras_state_dict"]),
+        (cnnzoo.compat.torchvision, cnnzoo.weights.torchvision, ["convert_torchvision_state_dict", "load_torchvision_state_dict"]),
+        (cnnzoo.compat.torchvision, cnnzoo.weights.state_dict, ["load_state_dict_checked"]),
+        (cnnzoo.checkpoint, cnnzoo.weights.cnnzoo_format, ["save_weights", "read_metadata", "load_weights", "resolve_checkpoint"]),
+        (cnnzoo.checkpoint, cnnzoo.weights.state_dict, ["unwrap"]),
+    ]
+    for old, new, names in old_and_new:
+        for name in names:
+            assert getattr(old, name) is getattr(new, name), f"{old.__name__}.{name}"
+    assert cnnzoo.load_pretrained is cnnzoo.weights.load_pretrained
+    assert cnnzoo.load_torchvision_state_dict is cnnzoo.weights.torchvision.load_torchvision_state_dict

@@ -6,6 +6,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.counting import count_params
+from cnnzoo.registry import register_model
 
 from .anchors import KERAS_PARAMS, TORCHVISION_PARAMS
 
@@ -121,3 +122,20 @@ def test_num_classes_and_in_chans_must_be_positive_integers(bad):
 def test_unknown_option_names_the_model():
     with pytest.raises(TypeError, match="vgg16: .*'colour'"):
         cnnzoo.create_model("vgg16", colour="red")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_builder_refuses_an_unknown_option_by_its_name(name):
+    """One builder signature for all, ``name(num_classes, in_chans, **options)``, yet as strict as explicit keywords."""
+    with pytest.raises(TypeError, match=rf"^{name}: {name}\(\) got an unexpected keyword argument 'no_such_option'$"):
+        meta_model(name, no_such_option=1)
+
+
+def test_keras_twins_declare_where_their_layers_go():
+    """The Keras reader asks the registry, so every model with a Keras counterpart declares its layer names."""
+    twins = [n for n in ALL if cnnzoo.get_model_info(n).keras]
+    assert twins == ["vgg16", "vgg19", "inception_v3_keras", "resnet50_keras", "resnet101_keras", "resnet152_keras"]
+    assert [n for n in ALL if cnnzoo.get_model_info(n).keras_names is not None] == twins
+    assert cnnzoo.get_model_info("vgg16").keras_flatten == {"fc1": (512, 7, 7)}
+    with pytest.raises(RuntimeError, match="needs keras_names"):
+        register_model(family="x", paper="p", url="http://x", input_size=(3, 8, 8), min_size=1, keras="X")(lambda: None)

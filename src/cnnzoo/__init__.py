@@ -1,12 +1,12 @@
 """cnnzoo: the landmark convolutional networks, exact and verified, on PyTorch."""
 
-from .compat.torchvision import load_torchvision_state_dict
 from .counting import ParamCount, count_params
 from .errors import CnnzooError, InputShapeError, ShapeError, UnknownModelError, WeightsError
-from .registry import ModelInfo, create_model, get_model_info, list_models
+from .factory import create_model, load_model
+from .registry import ModelInfo, get_model_info, list_models
 from .summary import Summary, summary
 from .walk import walk
-from .weights import load_pretrained
+from .weights import load_pretrained, load_torchvision_state_dict
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "create_model",
     "get_model_info",
     "list_models",
+    "load_model",
     "load_pretrained",
     "load_torchvision_state_dict",
     "summary",

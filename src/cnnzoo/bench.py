@@ -25,7 +25,7 @@ How :func:`benchmark` measures, and why:
 
 What each contender runs is in its ``recipe``. cnnzoo runs what the library gives users: for inference
 :func:`cnnzoo.fast.optimize_for_inference`, for training the step with
-:func:`cnnzoo.fast.training_defaults` (``fast=False`` measures the plain eager model instead). The others
+:func:`cnnzoo.train.engine.training_defaults` (``fast=False`` measures the plain eager model instead). The others
 run eagerly with the same precision, or compiled with the same inductor options when ``compile=True``.
 :func:`benchmark_data` measures a data pipeline alone.
 """
@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import create_model, get_model_info
+from .factory import create_model
+from .registry import get_model_info
 
 __all__ = ["benchmark", "benchmark_data", "environment", "LIBRARIES"]
 
@@ -195,7 +196,7 @@ class Settings:
 
     def layout(self, library: str) -> bool:
         """Channels-last for this contender? Unset: on a GPU everyone; on the CPU cnnzoo's fast paths only
-        (inference and training, see :func:`cnnzoo.fast.training_defaults`)."""
+        (inference and training, see :func:`cnnzoo.train.engine.training_defaults`)."""
         if self.channels_last is not None:
             return self.channels_last
         return self.device.type == "cuda" or (library == "cnnzoo" and self.fast)
@@ -427,9 +428,47 @@ def benchmark(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+    _check_benchmark_args(mode, device, precision, vs, rounds, warmup, iters)
+    info = get_model_info(model)
+    s = Settings(
+        model=model, mode=mode, device=device,
+        batch_size=batch_size or (256 if device.type == "cuda" else 16 if mode == "train" else 32),
+        input_size=_input_size(model, input_size), precision=precision, channels_last=channels_last,
+        compile=compile, backend=backend, fast=fast, model_options=dict(model_options or {}),
+    )  # fmt: skip
+    if device.type == "cuda":  # static shapes: let cuDNN pick its fastest algorithms once; TF32 matmuls
+        torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    x, y = _batch(s, info.num_classes, seed)
+    env_start = environment(device)
+    torch.manual_seed(seed)
+    contenders, skipped = _contenders(s, info.num_classes, vs, x, y)
+    _run_rounds(contenders, s, rounds=rounds, warmup=warmup, round_seconds=round_seconds, iters=iters)
+
+    macs = _macs(s)
+    env = environment(device)
+    env.update(load_average_start=env_start["load_average"], max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    settings = dict(
+        model=model, mode=mode, device=str(device), batch_size=s.batch_size, input_size=list(s.input_size),
+        precision=precision, channels_last=s.channels_last, compile=compile, backend=backend, fast=fast,
+        vs=list(vs), rounds=rounds, warmup=warmup, round_seconds=round_seconds, model_options=s.model_options, macs_per_image=macs,
+    )  # fmt: skip
+    flops_per_image = None if macs is None else 2 * macs * (3 if mode == "train" else 1)  # a backward pass: about 2 forwards
+    results = [_contender_result(c, flops_per_image) for c in contenders]
+    return dict(settings=settings, env=env, results=results, ratios=_ratios(contenders), skipped=skipped)
+
+
+def _batch(s: Settings, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one batch every step of every contender runs on: random images and labels from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(s.batch_size, *s.input_size, generator=gen).to(s.device)
+    y = torch.randint(0, num_classes, (s.batch_size,), generator=gen).to(s.device)
+    return x, y
+
+
+def _check_benchmark_args(mode: str, device: torch.device, precision: str, vs, rounds: int, warmup: int, iters: int | None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda asked for, but this machine has no CUDA GPU")
-    precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if mode == "train" and precision == "fp16":
@@ -439,75 +478,58 @@ def benchmark(
         raise ValueError(f"--vs takes {', '.join(LIBRARIES[1:])}; got {', '.join(unknown)}")
     if rounds < 1 or warmup < 1 or (iters is not None and iters < 1):
         raise ValueError("rounds, warmup and iters must be at least 1")
-    info = get_model_info(model)
-    s = Settings(
-        model=model, mode=mode, device=device,
-        batch_size=batch_size or (256 if device.type == "cuda" else 16 if mode == "train" else 32),
-        input_size=_input_size(model, input_size), precision=precision, channels_last=channels_last,
-        compile=compile, backend=backend, fast=fast, model_options=dict(model_options or {}),
-    )  # fmt: skip
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN pick its fastest algorithms once
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(s.batch_size, *s.input_size, generator=gen).to(device)
-    y = torch.randint(0, info.num_classes, (s.batch_size,), generator=gen).to(device)
-    env_start = environment(device)
 
-    torch.manual_seed(seed)
-    ours = create_model(model, **s.model_options)
+def _contenders(s: Settings, num_classes: int, vs, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Contender], dict[str, str]]:
+    """cnnzoo's model (built first, from the global seed) and each twin asked for; why a twin is missing."""
+    ours = create_model(s.model, **s.model_options)
     contenders, skipped = [], {}
     for library in ("cnnzoo", *vs):
-        net = ours if library == "cnnzoo" else _twin(library, model, info.num_classes, ours)
+        net = ours if library == "cnnzoo" else _twin(library, s.model, num_classes, ours)
         if isinstance(net, str):
             skipped[library] = net
             continue
-        make = _train_contender(library, net, s, x, y) if mode == "train" else _infer_contender(library, net, s, x)
-        contenders.append(make)
+        contenders.append(_train_contender(library, net, s, x, y) if s.mode == "train" else _infer_contender(library, net, s, x))
+    return contenders, skipped
 
-    grad = torch.enable_grad() if mode == "train" else torch.inference_mode()
+
+def _run_rounds(contenders: list[Contender], s: Settings, *, rounds: int, warmup: int, round_seconds: float, iters: int | None) -> None:
+    """Warm every contender up, then the timed rounds, who goes first rotated; on the CPU, the memory peaks."""
+    grad = torch.enable_grad() if s.mode == "train" else torch.inference_mode()
     with grad:
         for c in contenders:
             _warm_up(c, s, warmup, round_seconds, iters)
         for r in range(rounds):
             shift = r % len(contenders)
             for c in contenders[shift:] + contenders[:shift]:  # rotate who goes first
-                times = _timed_steps(c, c.iters, device)
+                times = _timed_steps(c, c.iters, s.device)
                 c.latencies += times
                 c.rates.append(s.batch_size * len(times) / sum(times))
-        if device.type == "cpu":
+        if s.device.type == "cpu":
             for c in contenders:
                 c.peak_bytes = _cpu_peak_bytes(c)
 
-    macs = _macs(s)
-    flops_per_image = None if macs is None else 2 * macs * (3 if mode == "train" else 1)
-    results = []
-    for c in contenders:
-        rate = statistics.median(c.rates)
-        results.append(dict(
-            library=c.library, recipe=c.recipe,
-            images_per_s=rate, images_per_s_per_round=c.rates,
-            latency_ms=dict(p50=1e3 * _percentile(c.latencies, 50), p90=1e3 * _percentile(c.latencies, 90)),
-            peak_memory_mb=None if c.peak_bytes is None else c.peak_bytes / 2**20,
-            tflops=None if flops_per_image is None else rate * flops_per_image / 1e12,
-            first_call_s=c.first_call_s, warmup_s=c.warmup_s, iters_per_round=c.iters, rounds=len(c.rates),
-        ))  # fmt: skip
+
+def _contender_result(c: Contender, flops_per_image: int | None) -> dict[str, Any]:
+    rate = statistics.median(c.rates)
+    return dict(
+        library=c.library, recipe=c.recipe,
+        images_per_s=rate, images_per_s_per_round=c.rates,
+        latency_ms=dict(p50=1e3 * _percentile(c.latencies, 50), p90=1e3 * _percentile(c.latencies, 90)),
+        peak_memory_mb=None if c.peak_bytes is None else c.peak_bytes / 2**20,
+        tflops=None if flops_per_image is None else rate * flops_per_image / 1e12,
+        first_call_s=c.first_call_s, warmup_s=c.warmup_s, iters_per_round=c.iters, rounds=len(c.rates),
+    )  # fmt: skip
+
+
+def _ratios(contenders: list[Contender]) -> dict[str, dict[str, Any]]:
+    """cnnzoo's rate over each other contender's, round by round, and their summary."""
     ratios = {}
     if contenders and contenders[0].library == "cnnzoo":
         for other in contenders[1:]:
             per_round = [a / b for a, b in zip(contenders[0].rates, other.rates)]
             ratios[other.library] = dict(_summary(per_round), per_round=per_round)
-    env = environment(device)
-    env.update(load_average_start=env_start["load_average"], max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    settings = dict(
-        model=model, mode=mode, device=str(device), batch_size=s.batch_size, input_size=list(s.input_size),
-        precision=precision, channels_last=s.channels_last, compile=compile, backend=backend, fast=fast,
-        vs=list(vs), rounds=rounds, warmup=warmup, round_seconds=round_seconds, model_options=s.model_options,
-        macs_per_image=macs,
-    )  # fmt: skip
-    return dict(settings=settings, env=env, results=results, ratios=ratios, skipped=skipped)
+    return ratios
 
 
 def benchmark_data(
@@ -532,7 +554,7 @@ def benchmark_data(
     rate is over the next ``batches`` batches, waiting for the device after each.
     """
     from . import data as datalib
-    from .train import ArrayBatches, Dist, LoaderBatches, channel_stats, defaults_for
+    from .data.batches import channel_stats
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = get_model_info(model) if model else None
@@ -544,35 +566,69 @@ def benchmark_data(
     std = channel_stats(info.std if info else (0.5,), splits.channels)
     split = splits.train if train else splits.test
     if isinstance(split, datalib.ArrayData):
-        # The model's training augmentation (LeNet: +/-2 px, no flips); without a model, CIFAR's.
-        aug = defaults_for(model) if model else dict(aug_pad=4, aug_flip=True)
-        pad, flip = (aug.get("aug_pad", 0), bool(aug.get("aug_flip"))) if train else (0, False)
-        pipeline = ArrayBatches(split, batch_size, device, mean, std, Dist(), train=train, pad=pad, flip=flip)
-        how = f"in memory on {device.type}: index, shift +/-{pad} px{' and flip' if flip else ''}, normalise"
-        read_ahead = 0
+        pipeline, how, read_ahead = _array_pipeline(split, model, batch_size, device, mean, std, train)
     else:
-        # Worker processes read ahead (DataLoader: 2 batches each), so the batches right after the first come
-        # out of a full queue, far faster than the workers make them: skip that many before timing. A folder
-        # smaller than that is gone through several times within one epoch (its files stay in the page cache,
-        # as a data set does that fits in RAM), so that workers are not restarted inside the timed window.
-        read_ahead = 2 * workers
-        needed = (1 + read_ahead + batches + 1) * batch_size
-        if batch_size <= len(split) < needed:
-            split = copy.copy(split)
-            split.samples = split.samples * math.ceil(needed / len(split))
-        pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers, decode=decode)
-        crop = "random-resized crop and flip" if train else "resize and centre crop"
-        if pipeline.decode == "device":
-            how = f"read in {workers} worker processes; decode (batched{', nvJPEG' if device.type == 'cuda' else ''}) + {crop} + normalise on {device.type}"
-        else:
-            how = f"decode + {crop} in {workers} worker processes, copy to {device.type}, normalise"
+        pipeline, how, read_ahead = _folder_pipeline(split, batch_size, device, mean, std, train, workers, batches, decode)
     if len(pipeline) == 0:
         raise ValueError(f"{spec}: fewer images than one batch of {batch_size}")
     env_start = environment(device)
-    times, images = [], 0
+    times, images = _time_batches(pipeline, device, read_ahead + batches)
+    first, rest = times[0], times[1 + read_ahead :]
+    env = environment(device)
+    env["load_average_start"] = env_start["load_average"]
+    return dict(
+        settings=dict(data=spec, model=model, batch_size=batch_size, device=str(device), image_size=splits.image_size,
+                      channels=splits.channels, workers=workers, batches=batches, skipped_read_ahead=read_ahead, train=train, decode=getattr(pipeline, 'decode', None), pipeline=how),
+        env=env,
+        images_per_s=sum(images[1 + read_ahead :]) / sum(rest),
+        first_batch_s=first,
+        latency_ms=dict(p50=1e3 * _percentile(rest, 50), p90=1e3 * _percentile(rest, 90)),
+    )  # fmt: skip
+
+
+def _array_pipeline(split, model: str | None, batch_size: int, device: torch.device, mean, std, train: bool):
+    """In-memory data as ``cnnzoo train`` batches it; (batcher, what it does, batches read ahead: none)."""
+    from .data.batches import ArrayBatches
+    from .train.config import defaults_for
+    from .train.distributed import Dist
+
+    # The model's training augmentation (LeNet: +/-2 px, no flips); without a model, CIFAR's.
+    aug = defaults_for(model) if model else dict(aug_pad=4, aug_flip=True)
+    pad, flip = (aug.get("aug_pad", 0), bool(aug.get("aug_flip"))) if train else (0, False)
+    pipeline = ArrayBatches(split, batch_size, device, mean, std, Dist(), train=train, pad=pad, flip=flip)
+    return pipeline, f"in memory on {device.type}: index, shift +/-{pad} px{' and flip' if flip else ''}, normalise", 0
+
+
+def _folder_pipeline(split, batch_size: int, device: torch.device, mean, std, train: bool, workers: int, batches: int, decode: str):
+    """An image folder through DataLoader workers; (batcher, what it does, batches the workers read ahead)."""
+    from .data.batches import LoaderBatches
+    from .train.distributed import Dist
+
+    # Worker processes read ahead (DataLoader: 2 batches each), so the batches right after the first come
+    # out of a full queue, far faster than the workers make them: skip that many before timing. A folder
+    # smaller than that is gone through several times within one epoch (its files stay in the page cache,
+    # as a data set does that fits in RAM), so that workers are not restarted inside the timed window.
+    read_ahead = 2 * workers
+    needed = (1 + read_ahead + batches + 1) * batch_size
+    if batch_size <= len(split) < needed:
+        split = copy.copy(split)
+        split.samples = split.samples * math.ceil(needed / len(split))
+    pipeline = LoaderBatches(split, batch_size, device, mean, std, Dist(), train=train, workers=workers, decode=decode)
+    crop = "random-resized crop and flip" if train else "resize and centre crop"
+    if pipeline.decode == "device":
+        how = f"read in {workers} worker processes; decode (batched{', nvJPEG' if device.type == 'cuda' else ''}) + {crop} + normalise on {device.type}"
+    else:
+        how = f"decode + {crop} in {workers} worker processes, copy to {device.type}, normalise"
+    return pipeline, how, read_ahead
+
+
+def _time_batches(pipeline, device: torch.device, after_first: int) -> tuple[list[float], list[int]]:
+    """Seconds to each of ``1 + after_first`` batches (waiting for the device after each) and their sizes,
+    going on into the next epoch when a small in-memory data set runs out."""
+    times, images = [], []
     epoch, it = 0, iter(pipeline.epoch(0, 0))
     t0 = time.perf_counter()
-    while len(times) <= read_ahead + batches:
+    while len(times) <= after_first:
         try:
             xb, _ = next(it)
         except StopIteration:  # a small in-memory data set: go on with the next epoch
@@ -582,17 +638,6 @@ def benchmark_data(
         _sync(device)
         t1 = time.perf_counter()
         times.append(t1 - t0)
-        if len(times) > 1 + read_ahead:
-            images += len(xb)
+        images.append(len(xb))
         t0 = t1
-    first, rest = times[0], times[1 + read_ahead :]
-    env = environment(device)
-    env["load_average_start"] = env_start["load_average"]
-    return dict(
-        settings=dict(data=spec, model=model, batch_size=batch_size, device=str(device), image_size=splits.image_size,
-                      channels=splits.channels, workers=workers, batches=batches, skipped_read_ahead=read_ahead, train=train, decode=getattr(pipeline, 'decode', None), pipeline=how),
-        env=env,
-        images_per_s=images / sum(rest),
-        first_batch_s=first,
-        latency_ms=dict(p50=1e3 * _percentile(rest, 50), p90=1e3 * _percentile(rest, 90)),
-    )  # fmt: skip
+    return times, images

@@ -1,7 +1,8 @@
 """Checkpoints that are safe to load and survive a crash at any moment.
 
 * Model weights go to ``.safetensors`` (no code can hide in it), with the model's name and
-  constructor arguments in its metadata, so :func:`load_model` rebuilds the model alone.
+  constructor arguments in its metadata, so :func:`cnnzoo.load_model` rebuilds the model alone
+  (the file format: :mod:`cnnzoo.weights.cnnzoo_format`).
 * Optimizer, scheduler, AMP scaler, RNG and loop counters go to a ``.state.pt`` file holding only
   tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it and no
   pickle from the file is ever executed.
@@ -16,139 +17,33 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
 from torch import nn
 
 from .errors import WeightsError
+from .fileio import atomic_write, atomic_write_text
+from .weights.cnnzoo_format import load_weights, read_metadata, resolve_checkpoint, save_weights
+from .weights.state_dict import unwrap
+
+# The weights file itself (safetensors + metadata) and the reading of a run folder's pointers are in
+# weights/, one floor down, since every weights reader takes a run folder; re-exported here, where
+# they used to be, since RunCheckpoints writes them.
+__all__ = [
+    "CKPT_DIR",
+    "RunCheckpoints",
+    "load_training_state",
+    "load_weights",
+    "read_metadata",
+    "resolve_checkpoint",
+    "save_training_state",
+    "save_weights",
+    "unwrap",
+]
 
 CKPT_DIR = "checkpoints"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the file to ``path`` atomically; on failure remove the temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should get the usual permissions
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DDP / torch.compile wrappers, so saved keys carry no ``module.`` / ``_orig_mod.`` prefix."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
-def save_weights(path: str | os.PathLike, model: nn.Module, model_args: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Write ``model``'s state dict to a safetensors file, with what :func:`load_model` needs in its metadata.
-
-    ``model_args`` is what ``create_model`` needs: ``{"name": ..., "num_classes": ..., "in_chans": ..., **options}``.
-    """
-    model = unwrap(model)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "cnnzoo", "model_args": json.dumps(model_args), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata stored with a cnnzoo safetensors file."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-    if raw.get("format") != "cnnzoo" or "model_args" not in raw:
-        raise WeightsError(f"{path}: a safetensors file without cnnzoo metadata; build the model with create_model(name) and load the weights with load_weights(model, path)")
-    return {k: (v if k == "format" else json.loads(v)) for k, v in raw.items()}
-
-
-def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a safetensors state dict into ``model``, listing every mismatch by name."""
-    from .compat.torchvision import load_state_dict_checked
-
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-    load_state_dict_checked(unwrap(model), state, source=f"checkpoint {path}")
-    return model
-
-
-def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
-    """A weights file from a run folder (its ``best`` or ``last`` checkpoint) or a file path."""
-    path = Path(path)
-    if path.is_dir():
-        pointer = path / f"{which}.json"
-        if not pointer.exists():
-            pointer = path / "last.json"
-        if not pointer.exists():
-            raise WeightsError(f"{path}: a folder without {which}.json or last.json; is it a cnnzoo run folder?")
-        return path / json.loads(pointer.read_text())["weights"]
-    if not path.exists():
-        raise WeightsError(f"{path}: no such file or run folder")
-    return path
-
-
-def load_model(path: str | os.PathLike, which: str = "best", **overrides: Any) -> nn.Module:
-    """Rebuild a zoo model from a cnnzoo checkpoint file or run folder, weights loaded, in eval mode."""
-    from .registry import create_model
-
-    weights = resolve_checkpoint(path, which)
-    args = dict(read_metadata(weights)["model_args"])
-    args.update(overrides)
-    model = create_model(args.pop("name"), **args)
-    return load_weights(model, weights).eval()
 
 
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from .fileio import atomic_write
 from .errors import CnnzooError, InputShapeError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}

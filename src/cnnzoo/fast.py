@@ -52,7 +52,6 @@ __all__ = [
     "inductor_options",
     "optimize_for_inference",
     "pick_backend",
-    "training_defaults",
 ]
 
 BACKENDS = ("auto", "eager", "inductor", "onnxruntime")
@@ -239,20 +238,6 @@ def pick_backend(device: torch.device | str, precision: str = "fp32") -> str:
             return "onnxruntime"
         return "inductor" if _has_cxx_compiler() else "eager"
     return "inductor"
-
-
-def training_defaults(device: torch.device | str) -> dict[str, Any]:
-    """The settings that make training fast on ``device``, as measured (benchmarks/RESULTS.md).
-
-    Channels-last trained every family 1.05-1.5x faster than NCHW on the 2-core CPU of RESULTS.md (oneDNN's
-    kernels prefer it), and it is the layout a GPU's tensor cores read; bf16 autocast runs the convolutions
-    on the tensor cores; a fused optimizer updates all weights in a few kernels instead of a few per
-    weight; on a GPU ``torch.compile`` fuses the elementwise passes (1.45x for resnet50 on an H200). ``cnnzoo
-    bench --mode train`` runs cnnzoo with the first three (``--compile`` compiles every contender alike);
-    ``cnnzoo train`` uses all four.
-    """
-    cuda = torch.device(device).type == "cuda"
-    return dict(channels_last=True, amp="bf16" if cuda else None, fused_optimizer=cuda, compile=cuda)
 
 
 class InferenceModel(nn.Module):

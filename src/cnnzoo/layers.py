@@ -105,3 +105,33 @@ class BatchNorm2dNoScale(nn.BatchNorm2d):
             self.momentum,
             self.eps,
         )
+
+
+class ShortcutA(nn.Module):
+    """Paper option A (sections 3.3 and 4.2): identity, subsampled by ``stride``, extra channels zero.
+
+    No parameters, so the CIFAR nets have exactly as many weights as their plain (non-residual)
+    counterparts. ``x[..., ::2, ::2]`` keeps ceil(H / 2) rows, as many as the stride-2 3x3 conv (padding
+    1) of the branch produces, so the two always add up. The new channels are appended after the old.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"option A shortcuts can only add channels, not go from {in_channels} to {out_channels}")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        # F.pad's last pair pads dim 1 (channels): nothing before, the missing channels after.
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
+
+
+class GlobalAvgPool2d(nn.Module):
+    """Keras ``GlobalAveragePooling2D``: (N, C, H, W) -> (N, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))

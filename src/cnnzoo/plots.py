@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .checkpoint import atomic_write  # noqa: E402
+from .fileio import atomic_write  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:

@@ -8,8 +8,12 @@ from typing import Any
 import torch
 
 from . import data as datalib
-from .checkpoint import load_model, read_metadata, resolve_checkpoint
+from .checkpoint import read_metadata, resolve_checkpoint
+from .data.batches import make_batches
 from .errors import WeightsError
+from .factory import load_model
+from .train.distributed import pick_device, setup_distributed
+from .train.engine import evaluate
 
 
 def _checkpoint_info(path: str, which: str) -> tuple[Path, dict[str, Any]]:
@@ -25,8 +29,6 @@ def evaluate_checkpoint(path: str, *, data: str | None = None, which: str = "bes
 
     Under torchrun each process evaluates its own shard and the counts are summed, so every sample
     is counted exactly once."""
-    from .train import Dist, evaluate, make_batches, pick_device, setup_distributed, TrainConfig
-
     weights, info = _checkpoint_info(path, which)
     d = setup_distributed(device)
     dev = pick_device(device, d)
@@ -35,8 +37,7 @@ def evaluate_checkpoint(path: str, *, data: str | None = None, which: str = "bes
     splits = datalib.load_data(spec, channels=model.in_chans, image_size=info["image_size"])
     if len(splits.classes) != len(info["classes"]):
         raise WeightsError(f"{weights} was trained on {len(info['classes'])} classes, {spec!r} has {len(splits.classes)}")
-    cfg = TrainConfig(model=model.model_name, batch_size=batch_size, workers=workers)
-    batches = make_batches(splits.test, cfg, dev, info["mean"], info["std"], d, train=False)
+    batches = make_batches(splits.test, batch_size, dev, info["mean"], info["std"], d, train=False, workers=workers)
     result = evaluate(model, batches, len(info["classes"]), d)
     return dict(result, model=model.model_name, checkpoint=str(weights), data=spec, classes=info["classes"])
 
@@ -68,6 +69,6 @@ def predict_images(path: str, images: list[str], *, topk: int = 5, which: str = 
     classes = classes or [str(i) for i in range(probs.shape[1])]  # an export made from a bare model name
     top = probs.topk(min(topk, probs.shape[1]), dim=1)
     return [
-        dict(image=str(p), top=[(classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())])
-        for p, vals, idx in zip(images, top.values, top.indices)
+        dict(image=str(p), top=[(classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)])
+        for p, vals, idx in zip(images, top.values, top.indices, strict=True)
     ]

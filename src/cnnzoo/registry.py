@@ -1,14 +1,17 @@
 """One registry of the zoo, read by both the Python API and the command line.
 
 Each family file (``models/vgg.py``, ``models/resnet.py`` ...) registers thin builder functions with
-:func:`register_model`; :func:`create_model` looks them up by name.
+:func:`register_model`. The registry holds metadata only and imports no model file: the families
+register themselves when ``cnnzoo.models`` is imported (``cnnzoo`` does so on import), and
+:func:`cnnzoo.factory.create_model` builds them.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -16,6 +19,12 @@ from .errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ``keras_names(model, layers, source)``: Keras layer name -> module path of ``model`` for every weighted
+# Keras layer. ``layers`` are the file's layers (each with ``name``, ``kind`` and ``arrays``), for twins
+# whose Keras names are numbered at creation and so must be placed by order (InceptionV3); ``source``
+# names the file in errors. Declared by the model, used by the Keras reader (``weights/keras.py``).
+KerasNames = Callable[[nn.Module, Sequence[Any], str], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class ModelInfo:
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
     # Maps a torchvision state-dict key to ours; None: the keys are the same (ResNet, GoogLeNet, Inception v3).
     torchvision_key: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
+    # Where Keras' layers go (see KerasNames); set exactly when ``keras`` names a counterpart.
+    keras_names: KerasNames | None = field(default=None, repr=False, compare=False)
+    # Keras Dense layers fed by Flatten of an (H, W, C) map: layer name -> (C, H, W), to reorder their rows.
+    keras_flatten: Mapping[str, tuple[int, int, int]] | None = field(default=None, repr=False, compare=False)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -50,25 +63,21 @@ def register_model(**info: Any) -> Callable[[Callable[..., nn.Module]], Callable
         name = builder.__name__
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
+        if (info.get("keras") is None) != (info.get("keras_names") is None):
+            raise RuntimeError(f"model {name!r}: a Keras counterpart (keras=...) needs keras_names, and only it")
         _REGISTRY[name] = ModelInfo(name=name, builder=builder, **info)
         return builder
 
     return decorate
 
 
-def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (importing the package registers every family)
-
-
 def list_models(family: str | None = None) -> list[str]:
     """Names of all zoo models (optionally of one family), in zoo order."""
-    _ensure_loaded()
     return [n for n, i in _REGISTRY.items() if family is None or i.family == family]
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of a model; unknown names raise with the closest matches."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -77,40 +86,3 @@ def get_model_info(name: str) -> ModelInfo:
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} Known models: {', '.join(_REGISTRY)}."
         ) from None
-
-
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    *,
-    weights: str | None = None,
-    sha256: str | None = None,
-    reset_head: bool = False,
-    **options: Any,
-) -> nn.Module:
-    """Build a zoo model by name.
-
-    ``num_classes`` and ``in_chans`` default to the model's native ones; ``options`` go to the family's
-    constructor (e.g. ``aux_logits=True`` for googlenet, ``stride_in_1x1=True`` for resnet50).
-    ``weights`` loads a weights file after building (cnnzoo, torchvision, timm or Keras; see
-    :func:`cnnzoo.weights.load_pretrained`, which ``sha256`` and ``reset_head`` go to).
-    """
-    info = get_model_info(name)
-    num_classes = info.num_classes if num_classes is None else num_classes
-    in_chans = info.input_size[0] if in_chans is None else in_chans
-    for what, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: {what} must be a positive integer, got {value!r}")
-    assert info.builder is not None
-    try:
-        model = info.builder(num_classes=num_classes, in_chans=in_chans, **options)
-    except TypeError as e:  # an option the family does not know
-        raise TypeError(f"{name}: {e}") from None
-    model.model_name = name
-    model.info = info
-    if weights is not None:
-        from .weights import load_pretrained
-
-        load_pretrained(model, weights, sha256=sha256, reset_head=reset_head)
-    return model

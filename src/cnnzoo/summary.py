@@ -3,7 +3,7 @@
 Beyond Keras' columns (``Layer (type)``, ``Output Shape``, ``Param #``, ``Connected to``), each row
 has the layer's window (kernel/stride and padding), its multiply-accumulates and the receptive field
 and jump of its output, all from one shape-only pass of the model on the ``meta`` device
-(:func:`cnnzoo.walk.trace`), so even ResNet-152 takes a fraction of a second.
+(:func:`cnnzoo.trace.trace`), so even ResNet-152 takes a fraction of a second.
 
 What is counted, and how:
 
@@ -20,7 +20,7 @@ What is counted, and how:
   "GFLOPS", which are MACs): resnet50 4.09 G, vgg16 15.47 G. FLOPs are 2 x MACs.
 * **Memory.** Parameters and buffers at their dtype; activations: the outputs of all layers of one
   forward pass at the given batch size, leaving out in-place ops and views, which allocate nothing.
-* **Receptive field** and **jump** along (H, W): see :mod:`cnnzoo.walk` (through branches, the largest
+* **Receptive field** and **jump** along (H, W): see :mod:`cnnzoo.trace` (through branches, the largest
   of the inputs').
 
 Row names: ``style="torch"`` shows module paths (``layer1.0.conv1``, the state-dict prefixes);
@@ -44,7 +44,16 @@ from typing import Any
 from torch import Tensor, nn
 
 from .counting import count_params
-from .walk import Node, Trace, default_input_size, has_neighbours, load_model, model_channels, normalize_input_size, trace
+from .trace import (
+    Node,
+    Trace,
+    default_input_size,
+    has_neighbours,
+    model_channels,
+    normalize_input_size,
+    resolve_model,
+    trace,
+)
 
 __all__ = ["Row", "Summary", "summary", "layer_macs"]
 
@@ -301,12 +310,11 @@ def _keras_names(paths: list[str]) -> dict[str, str]:
     return joined
 
 
-def _rows(t: Trace, style: str, depth: int | None) -> tuple[list[Row], set[int]]:
-    """The table's rows (one per layer call, or per block at ``depth``) and the ids of the tensors they count."""
-    seen: set[int] = set()
-    counts = {n.index: _params(n, t, style, seen) for n in t.nodes[1:]}
+def _units(t: Trace, depth: int | None) -> tuple[dict[int, Any], dict[int, list[Node]], list[Any]]:
+    """The table's units in order: a unit is a row, a node or, at ``depth``, the block call (Scope) that holds it.
 
-    # A unit is a row: a node, or at ``depth`` the block call (Scope) that holds it.
+    Returns (node index -> its unit, id(unit) -> the nodes in it, the units in execution order).
+    """
     unit_of: dict[int, Any] = {0: t.nodes[0]}
     units: dict[int, list[Node]] = {id(t.nodes[0]): [t.nodes[0]]}
     order: list[Any] = [t.nodes[0]]
@@ -317,6 +325,14 @@ def _rows(t: Trace, style: str, depth: int | None) -> tuple[list[Row], set[int]]
             units[id(unit)] = []
             order.append(unit)
         units[id(unit)].append(n)
+    return unit_of, units, order
+
+
+def _rows(t: Trace, style: str, depth: int | None) -> tuple[list[Row], set[int]]:
+    """The table's rows (one per layer call, or per block at ``depth``) and the ids of the tensors they count."""
+    seen: set[int] = set()
+    counts = {n.index: _params(n, t, style, seen) for n in t.nodes[1:]}
+    unit_of, units, order = _units(t, depth)
 
     # Nodes and blocks both have a path and a call number.
     short = _keras_names(list(dict.fromkeys(u.path for u in order))) if style == "keras" else {}
@@ -477,7 +493,7 @@ def summary(
         raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
         raise ValueError(f"depth must be a positive integer (1: the model's children) or None (every layer); got {depth!r}")
-    model, name = load_model(model_or_name, **options)
+    model, name = resolve_model(model_or_name, **options)
     native = default_input_size(model)
     if input_size is None and native is None:
         raise ValueError(f"{name} is not a zoo model: give its input_size as (C, H, W)")

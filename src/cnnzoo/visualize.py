@@ -12,7 +12,7 @@
 A *stage* ends at a tensor that every path from the input to the output goes through (the output of
 a whole Inception or residual block, never a single branch), the last such tensor at each
 resolution: ``layer1`` ... ``layer4`` of a ResNet, ``mixed2``, ``mixed7``, ``mixed10`` of Inception v3,
-the ReLU before each pool of VGG. Found from the layer graph of :func:`cnnzoo.walk.trace`, so any
+the ReLU before each pool of VGG. Found from the layer graph of :func:`cnnzoo.trace.trace`, so any
 model works without a table of its stages.
 
 A model given by name is built with its initial (random) weights: the filters then show noise and the
@@ -31,9 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CnnzooError, InputShapeError, UnknownModelError
+from .factory import create_model, load_model
 from .layers import SamePad2d
-from .registry import IMAGENET_MEAN, IMAGENET_STD, create_model, list_models
-from .walk import Node, Trace, default_input_size, model_channels, trace
+from .registry import IMAGENET_MEAN, IMAGENET_STD, list_models
+from .trace import Node, Trace, default_input_size, model_channels, trace
 
 __all__ = ["Pictures", "visualize", "stages", "load_image"]
 
@@ -144,7 +145,7 @@ def _name(model: nn.Module) -> str:
 
 
 def _resolve(target: nn.Module | str | Path, **options: Any) -> nn.Module:
-    """A module; a zoo name; or a checkpoint file or run folder (:func:`cnnzoo.checkpoint.load_model`)."""
+    """A module; a zoo name; or a checkpoint file or run folder (:func:`cnnzoo.load_model`)."""
     if isinstance(target, nn.Module):
         return target
     name = str(target)
@@ -153,8 +154,6 @@ def _resolve(target: nn.Module | str | Path, **options: Any) -> nn.Module:
             return create_model(name, **options)
         except UnknownModelError as e:
             raise UnknownModelError(f"{e} Nor is there a checkpoint file or run folder of that name.") from None
-    from .checkpoint import load_model  # imported only when a checkpoint is given
-
     return load_model(name, **options)
 
 
@@ -293,7 +292,7 @@ def visualize(
     """Write ``input.png``, ``filters.png``, ``feature_maps.png`` and ``activation_stats.png`` to ``out_dir``.
 
     ``model_or_name``: a zoo name (built with ``options``, e.g. ``weights=`` for trained ones), a
-    checkpoint file or run folder (``cnnzoo.checkpoint.load_model``) or an ``nn.Module``.
+    checkpoint file or run folder (``cnnzoo.load_model``) or an ``nn.Module``.
     ``image``: an image file. ``size``: the square input side (default: the model's native size).
     ``channels``: feature maps shown per stage.
     """

@@ -1,1 +1,1 @@
-"""Weight compatibility with other libraries (torchvision, Keras)."""
+"""Old import paths: ``cnnzoo.compat.torchvision`` and ``cnnzoo.compat.keras`` now live in :mod:`cnnzoo.weights`."""

@@ -1,6 +1,9 @@
-"""The base class every zoo network derives from: it checks its input before the forward pass."""
+"""The base class every zoo network derives from (it checks its input first), and the builders' option check."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,3 +60,15 @@ class ZooModel(nn.Module):
                 f"(native {self.native_size}x{self.native_size}); got {h}x{w} (input shape {shape}). "
                 f"Resize the images to at least {self.min_size}x{self.min_size}."
             )
+
+
+def check_options(model_name: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse an option the model does not take, in the words Python uses for an unknown keyword argument.
+
+    Builders share one signature, ``name(num_classes, in_chans, **options)``; this keeps their options
+    as strict as explicit keyword parameters would be, and the error names the model asked for.
+    """
+    allowed = set(allowed)
+    for key in options:
+        if key not in allowed:
+            raise TypeError(f"{model_name}() got an unexpected keyword argument {key!r}")

@@ -10,47 +10,89 @@ load. Layers are named as in the paper (conv1..conv5, fc6..fc8) instead of by in
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ..compat.torchvision import renamer_from_sequences
 from ..registry import register_model
-from ._base import ZooModel
+from ._base import ZooModel, check_options
+from ._keys import renamer_from_sequences
+
+
+class AlexNetConv(NamedTuple):
+    filters: int
+    kernel: int
+    stride: int
+    padding: int
+    pool: bool  # a 3x3 max-pool of stride 2 follows (overlapping pooling, section 3.4)
+
+
+class AlexNetConfig(NamedTuple):
+    convs: list[AlexNetConv]  # conv1 .. conv5
+    fc: tuple[int, int]  # widths of fc6 and fc7
+
+
+# The one-GPU variant's layers (torchvision's), conv1 .. conv5 and the two hidden dense layers.
+ALEXNET_CONFIGS: dict[str, AlexNetConfig] = {
+    "alexnet": AlexNetConfig(
+        convs=[
+            AlexNetConv(64, kernel=11, stride=4, padding=2, pool=True),
+            AlexNetConv(192, kernel=5, stride=1, padding=2, pool=True),
+            AlexNetConv(384, kernel=3, stride=1, padding=1, pool=False),
+            AlexNetConv(256, kernel=3, stride=1, padding=1, pool=False),
+            AlexNetConv(256, kernel=3, stride=1, padding=1, pool=True),
+        ],
+        fc=(4096, 4096),
+    ),
+}
+ALEXNET_MIN_SIZE = 63
+POOLED = 6  # side of the map before the classifier (adaptive average pool; 6x6 already at 224x224)
+
+
+def make_features(config: AlexNetConfig, in_chans: int = 3) -> nn.Sequential:
+    """conv1 .. conv5, each with its ReLU (``relu<i>``) and, where the table says so, its max-pool (``pool<i>``)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = in_chans
+    for i, conv in enumerate(config.convs, start=1):
+        layers[f"conv{i}"] = nn.Conv2d(channels, conv.filters, conv.kernel, stride=conv.stride, padding=conv.padding)
+        layers[f"relu{i}"] = nn.ReLU(inplace=True)
+        if conv.pool:
+            layers[f"pool{i}"] = nn.MaxPool2d(kernel_size=3, stride=2)
+        channels = conv.filters
+    return nn.Sequential(layers)
+
+
+def make_classifier(config: AlexNetConfig, num_classes: int, dropout: float = 0.5) -> nn.Sequential:
+    """fc6, fc7 (dropout before each, as torchvision) and fc8, numbered after the five convs."""
+    fc6, fc7 = config.fc
+    return nn.Sequential(
+        OrderedDict(
+            drop6=nn.Dropout(p=dropout),
+            fc6=nn.Linear(config.convs[-1].filters * POOLED * POOLED, fc6),
+            relu6=nn.ReLU(inplace=True),
+            drop7=nn.Dropout(p=dropout),
+            fc7=nn.Linear(fc6, fc7),
+            relu7=nn.ReLU(inplace=True),
+            fc8=nn.Linear(fc7, num_classes),
+        )
+    )
 
 
 class AlexNet(ZooModel):
-    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> None:
-        super().__init__(model_name="alexnet", in_chans=in_chans, min_size=63, native_size=224)
-        self.features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2),
-                relu1=nn.ReLU(inplace=True),
-                pool1=nn.MaxPool2d(kernel_size=3, stride=2),  # overlapping pooling: 3x3 windows, stride 2
-                conv2=nn.Conv2d(64, 192, kernel_size=5, padding=2),
-                relu2=nn.ReLU(inplace=True),
-                pool2=nn.MaxPool2d(kernel_size=3, stride=2),
-                conv3=nn.Conv2d(192, 384, kernel_size=3, padding=1),
-                relu3=nn.ReLU(inplace=True),
-                conv4=nn.Conv2d(384, 256, kernel_size=3, padding=1),
-                relu4=nn.ReLU(inplace=True),
-                conv5=nn.Conv2d(256, 256, kernel_size=3, padding=1),
-                relu5=nn.ReLU(inplace=True),
-                pool5=nn.MaxPool2d(kernel_size=3, stride=2),
-            )
-        )
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            OrderedDict(
-                drop6=nn.Dropout(p=dropout),
-                fc6=nn.Linear(256 * 6 * 6, 4096),
-                relu6=nn.ReLU(inplace=True),
-                drop7=nn.Dropout(p=dropout),
-                fc7=nn.Linear(4096, 4096),
-                relu7=nn.ReLU(inplace=True),
-                fc8=nn.Linear(4096, num_classes),
-            )
-        )
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        dropout: float = 0.5,
+        *,
+        config: AlexNetConfig = ALEXNET_CONFIGS["alexnet"],
+        model_name: str = "alexnet",
+    ) -> None:
+        super().__init__(model_name=model_name, in_chans=in_chans, min_size=ALEXNET_MIN_SIZE, native_size=224)
+        self.features = make_features(config, in_chans)
+        self.avgpool = nn.AdaptiveAvgPool2d((POOLED, POOLED))
+        self.classifier = make_classifier(config, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -59,8 +101,22 @@ class AlexNet(ZooModel):
         return self.classifier(torch.flatten(x, 1))
 
 
-_FEATURES = ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5"]
-_CLASSIFIER = ["drop6", "fc6", "relu6", "drop7", "fc7", "relu7", "fc8"]
+# --------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------
+
+
+def _torchvision_key(name: str):
+    """torchvision's index keys (``features.3.weight``) -> ours (``features.conv2.weight``)."""
+    config = ALEXNET_CONFIGS[name]
+    with torch.device("meta"):  # only the child names are needed: allocate nothing
+        features, classifier = make_features(config), make_classifier(config, num_classes=1)
+    return renamer_from_sequences({"features": list(features._modules), "classifier": list(classifier._modules)})
+
+
+def _build(name: str, num_classes: int, in_chans: int, **options) -> AlexNet:
+    check_options(name, options, ("dropout",))
+    return AlexNet(num_classes, in_chans, config=ALEXNET_CONFIGS[name], model_name=name, **options)
 
 
 @register_model(
@@ -68,10 +124,10 @@ _CLASSIFIER = ["drop6", "fc6", "relu6", "drop7", "fc7", "relu7", "fc8"]
     paper="Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks",
     url="https://arxiv.org/abs/1404.5997",
     input_size=(3, 224, 224),
-    min_size=63,
+    min_size=ALEXNET_MIN_SIZE,
     torchvision="alexnet",
-    torchvision_key=renamer_from_sequences({"features": _FEATURES, "classifier": _CLASSIFIER}),
+    torchvision_key=_torchvision_key("alexnet"),
     notes="torchvision's one-GPU variant (Krizhevsky 2014)",
 )
-def alexnet(num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5) -> AlexNet:
-    return AlexNet(num_classes=num_classes, in_chans=in_chans, dropout=dropout)
+def alexnet(num_classes: int = 1000, in_chans: int = 3, **options) -> AlexNet:
+    return _build("alexnet", num_classes, in_chans, **options)

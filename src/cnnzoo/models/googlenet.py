@@ -25,27 +25,29 @@ from torch import Tensor, nn
 
 from ..layers import ConvBNAct
 from ..registry import register_model
-from ._base import ZooModel
+from ._base import ZooModel, check_options
 
-__all__ = ["NaiveInception", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "googlenet", "GOOGLENET_INCEPTIONS"]
+__all__ = ["NaiveInception", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "googlenet", "GOOGLENET_CONFIGS"]
 
 
-# The paper's table 1, one row per Inception module:
+# The paper's table 1, keyed by model name, one row per Inception module:
 #   (in_channels, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
 # Each module outputs #1x1 + #3x3 + #5x5 + pool proj channels, the next one's in_channels.
 # The max-pools between stages 3, 4 and 5 halve the map: 28x28 -> 14x14 -> 7x7 at 224x224 input.
-GOOGLENET_INCEPTIONS: dict[str, tuple[int, int, int, int, int, int, int]] = {
-    "inception3a": (192, 64, 96, 128, 16, 32, 32),  # -> 256 channels, 28x28
-    "inception3b": (256, 128, 128, 192, 32, 96, 64),  # -> 480
-    # maxpool3
-    "inception4a": (480, 192, 96, 208, 16, 48, 64),  # -> 512, 14x14 (aux1 taps here)
-    "inception4b": (512, 160, 112, 224, 24, 64, 64),  # -> 512
-    "inception4c": (512, 128, 128, 256, 24, 64, 64),  # -> 512
-    "inception4d": (512, 112, 144, 288, 32, 64, 64),  # -> 528 (aux2 taps here)
-    "inception4e": (528, 256, 160, 320, 32, 128, 128),  # -> 832
-    # maxpool4
-    "inception5a": (832, 256, 160, 320, 32, 128, 128),  # -> 832, 7x7
-    "inception5b": (832, 384, 192, 384, 48, 128, 128),  # -> 1024
+GOOGLENET_CONFIGS: dict[str, dict[str, tuple[int, int, int, int, int, int, int]]] = {
+    "googlenet": {
+        "inception3a": (192, 64, 96, 128, 16, 32, 32),  # -> 256 channels, 28x28
+        "inception3b": (256, 128, 128, 192, 32, 96, 64),  # -> 480
+        # maxpool3
+        "inception4a": (480, 192, 96, 208, 16, 48, 64),  # -> 512, 14x14 (aux1 taps here)
+        "inception4b": (512, 160, 112, 224, 24, 64, 64),  # -> 512
+        "inception4c": (512, 128, 128, 256, 24, 64, 64),  # -> 512
+        "inception4d": (512, 112, 144, 288, 32, 64, 64),  # -> 528 (aux2 taps here)
+        "inception4e": (528, 256, 160, 320, 32, 128, 128),  # -> 832
+        # maxpool4
+        "inception5a": (832, 256, 160, 320, 32, 128, 128),  # -> 832, 7x7
+        "inception5b": (832, 384, 192, 384, 48, 128, 128),  # -> 1024
+    },
 }
 
 # Smallest H = W the network accepts, found by running it (tests/test_googlenet.py checks it):
@@ -176,6 +178,7 @@ class GoogLeNet(ZooModel):
       aux_logits1)``; in eval mode it always returns the logits alone.
     * ``branch3_kernel`` (default 3, torchvision; 5 for the paper), see :class:`Inception`.
     * ``dropout`` (0.2, torchvision; the paper used 0.4) before the classifier, ``dropout_aux`` (0.7).
+    * ``config``: the Inception modules' widths, a table of :data:`GOOGLENET_CONFIGS`.
 
     torchvision's ``transform_input`` is deliberately not implemented. torchvision's published weights
     were trained on pixels mapped to [-1, 1]; torchvision feeds them ImageNet-normalised images and
@@ -195,6 +198,7 @@ class GoogLeNet(ZooModel):
         model_name: str = "googlenet",
         min_size: int = GOOGLENET_MIN_SIZE,
         native_size: int = 224,
+        config: dict[str, tuple[int, int, int, int, int, int, int]] = GOOGLENET_CONFIGS["googlenet"],
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=min_size, native_size=native_size)
         self.aux_logits = aux_logits
@@ -209,7 +213,7 @@ class GoogLeNet(ZooModel):
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
         inception = partial(Inception, branch3_kernel=branch3_kernel, conv_block=conv_block)
-        t = GOOGLENET_INCEPTIONS
+        t = config
         self.inception3a = inception(*t["inception3a"])
         self.inception3b = inception(*t["inception3b"])
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -287,6 +291,16 @@ def _out_channels(row: tuple[int, ...]) -> int:
     return ch1x1 + ch3x3 + ch5x5 + pool_proj
 
 
+# --------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------
+
+
+def _build(name: str, num_classes: int, in_chans: int, **options) -> GoogLeNet:
+    check_options(name, options, ("aux_logits", "branch3_kernel", "dropout", "dropout_aux"))
+    config = GOOGLENET_CONFIGS[name]
+    return GoogLeNet(num_classes, in_chans, model_name=name, min_size=GOOGLENET_MIN_SIZE, config=config, **options)
+
 
 @register_model(
     family="googlenet",
@@ -307,4 +321,4 @@ def _out_channels(row: tuple[int, ...]) -> int:
 )
 def googlenet(num_classes: int = 1000, in_chans: int = 3, **options) -> GoogLeNet:
     """GoogLeNet (Inception v1). Options: ``aux_logits`` (False), ``branch3_kernel`` (3), ``dropout``, ``dropout_aux``."""
-    return GoogLeNet(num_classes, in_chans, model_name="googlenet", min_size=GOOGLENET_MIN_SIZE, native_size=224, **options)
+    return _build("googlenet", num_classes, in_chans, **options)

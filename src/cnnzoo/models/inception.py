@@ -21,12 +21,14 @@ Two models share the blocks and the table :data:`INCEPTION_V3_BLOCKS`:
   momentum 0.99 (Keras' convention), average pools that leave the padding out of the mean (as
   TensorFlow does; torchvision's count it in), no auxiliary head, no dropout, blocks ``mixed0`` to
   ``mixed10`` and the classifier ``predictions``. :func:`keras_layer_names` maps a Keras model's
-  layers onto it for :func:`cnnzoo.compat.keras.load_keras_model`.
+  layers onto it for :func:`cnnzoo.weights.keras.load_keras_model`.
 """
 
 from __future__ import annotations
 
+import re
 from collections import namedtuple
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -37,7 +39,7 @@ from torch import Tensor, nn
 from ..errors import InputShapeError, WeightsError
 from ..layers import ConvBNAct
 from ..registry import register_model
-from ._base import ZooModel
+from ._base import ZooModel, check_options
 
 __all__ = [
     "InceptionA",
@@ -53,6 +55,7 @@ __all__ = [
     "inception_v3",
     "inception_v3_keras",
     "keras_layer_names",
+    "creation_order_name_map",
 ]
 
 # torchvision's BasicConv2d: conv without bias (BN supplies the shift), BN with eps=1e-3, ReLU.
@@ -74,6 +77,43 @@ INCEPTION_V3_AUX_MIN_SIZE = 299
 
 InceptionOutputs = namedtuple("InceptionOutputs", ["logits", "aux_logits"])
 InceptionOutputs.__doc__ = """What Inception v3 returns in training mode with ``aux_logits=True`` (torchvision's field order)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The table: the network after the stem (paper table 1: 3 x A, reduction, 4 x C, reduction, 2 x E)
+# --------------------------------------------------------------------------------------------------
+
+
+class BlockSpec(NamedTuple):
+    torchvision_name: str
+    keras_name: str  # the name of the block's output Concatenate layer in keras.applications
+    kind: str  # "A" .. "E": the block type, InceptionA .. InceptionE
+    in_channels: int
+    options: dict[str, Any]
+
+    @property
+    def block(self) -> type[nn.Module]:
+        return BLOCK_TYPES[self.kind]
+
+
+INCEPTION_V3_BLOCKS: list[BlockSpec] = [
+    # 35 x 35 grid (shapes at 299 x 299 input)
+    BlockSpec("Mixed_5b", "mixed0", "A", 192, {"pool_features": 32}),  # -> 256 channels
+    BlockSpec("Mixed_5c", "mixed1", "A", 256, {"pool_features": 64}),  # -> 288
+    BlockSpec("Mixed_5d", "mixed2", "A", 288, {"pool_features": 64}),  # -> 288
+    # 35 x 35 -> 17 x 17
+    BlockSpec("Mixed_6a", "mixed3", "B", 288, {}),  # -> 768
+    BlockSpec("Mixed_6b", "mixed4", "C", 768, {"channels_7x7": 128}),  # -> 768
+    BlockSpec("Mixed_6c", "mixed5", "C", 768, {"channels_7x7": 160}),  # -> 768
+    BlockSpec("Mixed_6d", "mixed6", "C", 768, {"channels_7x7": 160}),  # -> 768
+    BlockSpec("Mixed_6e", "mixed7", "C", 768, {"channels_7x7": 192}),  # -> 768, the aux head taps here
+    # 17 x 17 -> 8 x 8
+    BlockSpec("Mixed_7a", "mixed8", "D", 768, {}),  # -> 1280
+    BlockSpec("Mixed_7b", "mixed9", "E", 1280, {}),  # -> 2048
+    BlockSpec("Mixed_7c", "mixed10", "E", 2048, {}),  # -> 2048
+]
+AUX_TAP = "Mixed_6e"
+FEATURES = 2048  # channels of the last block, into the classifier
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,37 +298,18 @@ class InceptionAux(nn.Module):
         return self.fc(x)  # N x num_classes
 
 
+BLOCK_TYPES: dict[str, type[nn.Module]] = {
+    "A": InceptionA,
+    "B": InceptionB,
+    "C": InceptionC,
+    "D": InceptionD,
+    "E": InceptionE,
+}
+
+
 # --------------------------------------------------------------------------------------------------
-# The network after the stem (paper table 1: 3 x A, reduction, 4 x C, reduction, 2 x E).
+# The two networks
 # --------------------------------------------------------------------------------------------------
-
-
-class BlockSpec(NamedTuple):
-    torchvision_name: str
-    keras_name: str  # the name of the block's output Concatenate layer in keras.applications
-    block: type[nn.Module]
-    in_channels: int
-    options: dict[str, Any]
-
-
-INCEPTION_V3_BLOCKS: list[BlockSpec] = [
-    # 35 x 35 grid (shapes at 299 x 299 input)
-    BlockSpec("Mixed_5b", "mixed0", InceptionA, 192, {"pool_features": 32}),  # -> 256 channels
-    BlockSpec("Mixed_5c", "mixed1", InceptionA, 256, {"pool_features": 64}),  # -> 288
-    BlockSpec("Mixed_5d", "mixed2", InceptionA, 288, {"pool_features": 64}),  # -> 288
-    # 35 x 35 -> 17 x 17
-    BlockSpec("Mixed_6a", "mixed3", InceptionB, 288, {}),  # -> 768
-    BlockSpec("Mixed_6b", "mixed4", InceptionC, 768, {"channels_7x7": 128}),  # -> 768
-    BlockSpec("Mixed_6c", "mixed5", InceptionC, 768, {"channels_7x7": 160}),  # -> 768
-    BlockSpec("Mixed_6d", "mixed6", InceptionC, 768, {"channels_7x7": 160}),  # -> 768
-    BlockSpec("Mixed_6e", "mixed7", InceptionC, 768, {"channels_7x7": 192}),  # -> 768, the aux head taps here
-    # 17 x 17 -> 8 x 8
-    BlockSpec("Mixed_7a", "mixed8", InceptionD, 768, {}),  # -> 1280
-    BlockSpec("Mixed_7b", "mixed9", InceptionE, 1280, {}),  # -> 2048
-    BlockSpec("Mixed_7c", "mixed10", InceptionE, 2048, {}),  # -> 2048
-]
-AUX_TAP = "Mixed_6e"
-FEATURES = 2048  # channels of the last block, into the classifier
 
 
 def _stem(model: nn.Module, in_chans: int, conv_block) -> None:
@@ -451,7 +472,7 @@ class InceptionV3Keras(ZooModel):
 def keras_layer_names(model: InceptionV3Keras, keras_model) -> dict[str, str]:
     """Map the weighted layers of a ``keras.applications.InceptionV3`` onto ``model``'s module paths.
 
-    The result is the ``name_map`` of :func:`cnnzoo.compat.keras.load_keras_model`::
+    The result is the ``name_map`` of :func:`cnnzoo.weights.keras.load_keras_model`::
 
         load_keras_model(model, keras_model, keras_layer_names(model, keras_model))
 
@@ -517,14 +538,75 @@ def keras_layer_names(model: InceptionV3Keras, keras_model) -> dict[str, str]:
     return name_map
 
 
+
+def _creation_index(name: str) -> tuple[str, int]:
+    """``conv2d_17`` -> ('conv2d', 17), ``conv2d`` -> ('conv2d', 0): Keras numbers auto-named layers as it makes them."""
+    match = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+    assert match is not None  # the pattern matches every string
+    return match.group(1), int(match.group(2) or 0)
+
+
+def creation_order_name_map(model: nn.Module, layers: Sequence[Any], source: str) -> dict[str, str]:
+    """Place the auto-named layers of a Keras file (``conv2d_17``, ``batch_normalization_17``) on ``model`` by creation order.
+
+    The registry's ``keras_names`` of :func:`inception_v3_keras`. ``layers`` are the file's weighted
+    layers, each with a ``name``, a ``kind`` (``conv``, ``batchnorm``, ``dense``) and its ``arrays``.
+    Keras numbers the layers it names in the order it creates them, from wherever the session's
+    counter stood, so the numbers differ between files but their order does not. ``inception_v3.py``
+    creates each conv with its BatchNormalization right after it, block by block and branch by branch
+    in concatenation order: the order of ``model``'s :class:`~cnnzoo.layers.ConvBNAct` units (see
+    :func:`keras_layer_names`, which walks a live Keras graph instead). The k-th Conv2D goes to the
+    k-th unit's ``conv``, the k-th BatchNormalization to its ``bn``, the one Dense layer to
+    ``predictions``. Every kernel shape and channel count is checked, so a file of another model
+    raises instead of loading scrambled weights.
+    """
+    name = getattr(model, "model_name", type(model).__name__)
+    convs = sorted((layer for layer in layers if layer.kind == "conv"), key=lambda layer: _creation_index(layer.name))
+    norms = sorted((layer for layer in layers if layer.kind == "batchnorm"), key=lambda layer: _creation_index(layer.name))
+    denses = [layer for layer in layers if layer.kind == "dense"]
+    units = [(path, m) for path, m in model.named_modules() if isinstance(m, ConvBNAct)]
+    if not (len(convs) == len(norms) == len(units)) or len(denses) != 1:
+        raise WeightsError(
+            f"{source} has {len(convs)} Conv2D, {len(norms)} BatchNormalization and {len(denses)} Dense layers; "
+            f"{name} needs {len(units)}, {len(units)} and 1 (keras.applications.InceptionV3 with include_top=True)"
+        )
+    name_map: dict[str, str] = {}
+    for i, (conv, norm, (path, unit)) in enumerate(zip(convs, norms, units), start=1):
+        kh, kw, cin, cout = conv.arrays["kernel"].shape
+        want = tuple(unit.conv.weight.shape)
+        if (cout, cin, kh, kw) != want:
+            raise WeightsError(
+                f"{source}: Keras layer {conv.name!r} (Conv2D number {i} in creation order) has a {kh}x{kw} kernel from "
+                f"{cin} to {cout} channels where {path}.conv of {name} has {want[2]}x{want[3]} from {want[1]} to {want[0]}"
+            )
+        channels = norm.arrays["moving_mean"].shape[0]
+        if channels != cout:
+            raise WeightsError(
+                f"{source}: Keras layer {norm.name!r} (BatchNormalization number {i}) has {channels} channels, "
+                f"the conv before it ({conv.name!r}) {cout}: the file's layers are not in the order {name} needs"
+            )
+        name_map[conv.name] = f"{path}.conv"
+        name_map[norm.name] = f"{path}.bn"
+    name_map[denses[0].name] = "predictions"
+    return name_map
+
+
 # --------------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------------
 
 
-
 _PAPER = 'Szegedy et al. 2015, "Rethinking the Inception Architecture for Computer Vision", arXiv 1512.00567'
 _URL = "https://arxiv.org/abs/1512.00567"
+
+
+def _build(name: str, num_classes: int, in_chans: int, **options) -> Inception3 | InceptionV3Keras:
+    """torchvision's flavour (options ``aux_logits``, ``dropout``) or Keras' (no options), by name."""
+    if name == "inception_v3_keras":
+        check_options(name, options, ())
+        return InceptionV3Keras(num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299)
+    check_options(name, options, ("aux_logits", "dropout"))
+    return Inception3(num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options)
 
 
 @register_model(
@@ -546,7 +628,7 @@ _URL = "https://arxiv.org/abs/1512.00567"
 )
 def inception_v3(num_classes: int = 1000, in_chans: int = 3, **options) -> Inception3:
     """Inception v3 as torchvision's. Options: ``aux_logits`` (True), ``dropout`` (0.5)."""
-    return Inception3(num_classes, in_chans, model_name="inception_v3", min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options)
+    return _build("inception_v3", num_classes, in_chans, **options)
 
 
 @register_model(
@@ -558,6 +640,7 @@ def inception_v3(num_classes: int = 1000, in_chans: int = 3, **options) -> Incep
     mean=(0.5, 0.5, 0.5),  # keras.applications.inception_v3.preprocess_input: x / 127.5 - 1
     std=(0.5, 0.5, 0.5),
     keras="InceptionV3",
+    keras_names=creation_order_name_map,
     notes=(
         "keras.applications.InceptionV3: BN without scale, padding-excluding average pools, no aux head, "
         "blocks mixed0..mixed10, Dense 'predictions' (logits). Keras count: 23,851,784 params, 34,432 of them "
@@ -566,4 +649,4 @@ def inception_v3(num_classes: int = 1000, in_chans: int = 3, **options) -> Incep
 )
 def inception_v3_keras(num_classes: int = 1000, in_chans: int = 3, **options) -> InceptionV3Keras:
     """Inception v3 exactly as ``keras.applications.InceptionV3`` (logits out; no options)."""
-    return InceptionV3Keras(num_classes, in_chans, model_name="inception_v3_keras", min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options)
+    return _build("inception_v3_keras", num_classes, in_chans, **options)

@@ -19,39 +19,61 @@ itself (apply ``softmax`` for probabilities).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..registry import register_model
-from ._base import ZooModel
+from ._base import ZooModel, check_options
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
 
+class LeNetConfig(NamedTuple):
+    conv1: int  # filters of C1 (5x5, 'same')
+    conv2: int  # filters of C3 (5x5, 'valid')
+    fc1: int  # width of the first dense layer (C5 of the paper)
+    fc2: int  # width of the second (F6)
+
+
+# The seed's table, above: 6 and 16 filters, 120 and 84 units.
+LENET_CONFIGS: dict[str, LeNetConfig] = {
+    "lenet5": LeNetConfig(conv1=6, conv2=16, fc1=120, fc2=84),
+}
+LENET_MIN_SIZE = 12  # pool2 needs a 2x2 map, so conv2 needs 4+4, pool1 10+2 -> 12x12
+POOLED = 5  # side of the map before the classifier at the native 28x28
+
+
 class LeNet5(ZooModel):
-    def __init__(self, num_classes: int = 10, in_chans: int = 1) -> None:
-        # Smallest input: pool2 needs a 2x2 map, so conv2 needs 4+4, pool1 10+2 -> 12x12.
-        super().__init__(model_name="lenet5", in_chans=in_chans, min_size=12, native_size=28)
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        *,
+        config: LeNetConfig = LENET_CONFIGS["lenet5"],
+        model_name: str = "lenet5",
+    ) -> None:
+        super().__init__(model_name=model_name, in_chans=in_chans, min_size=LENET_MIN_SIZE, native_size=28)
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(in_chans, 6, kernel_size=5, padding=2),  # 'same' for 5x5, stride 1
+                conv1=nn.Conv2d(in_chans, config.conv1, kernel_size=5, padding=2),  # 'same' for 5x5, stride 1
                 relu1=nn.ReLU(inplace=True),
                 pool1=nn.MaxPool2d(kernel_size=2, stride=2),
-                conv2=nn.Conv2d(6, 16, kernel_size=5),  # 'valid'
+                conv2=nn.Conv2d(config.conv1, config.conv2, kernel_size=5),  # 'valid'
                 relu2=nn.ReLU(inplace=True),
                 pool2=nn.MaxPool2d(kernel_size=2, stride=2),
             )
         )
         # A no-op at the native 28x28 (the map is already 5x5); lets other sizes reach the same head.
-        self.avgpool = nn.AdaptiveAvgPool2d((5, 5))
+        self.avgpool = nn.AdaptiveAvgPool2d((POOLED, POOLED))
         self.classifier = nn.Sequential(
             OrderedDict(
-                fc1=nn.Linear(16 * 5 * 5, 120),
+                fc1=nn.Linear(config.conv2 * POOLED * POOLED, config.fc1),
                 relu3=nn.ReLU(inplace=True),
-                fc2=nn.Linear(120, 84),
+                fc2=nn.Linear(config.fc1, config.fc2),
                 relu4=nn.ReLU(inplace=True),
-                fc3=nn.Linear(84, num_classes),
+                fc3=nn.Linear(config.fc2, num_classes),
             )
         )
 
@@ -62,16 +84,26 @@ class LeNet5(ZooModel):
         return self.classifier(torch.flatten(x, 1))
 
 
+# --------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------
+
+
+def _build(name: str, num_classes: int, in_chans: int, **options) -> LeNet5:
+    check_options(name, options, ())  # the seed's network has no options
+    return LeNet5(num_classes, in_chans, config=LENET_CONFIGS[name], model_name=name)
+
+
 @register_model(
     family="lenet",
     paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
     url="http://yann.lecun.com/exdb/publis/pdf/lecun-98.pdf",
     input_size=(1, 28, 28),
-    min_size=12,
+    min_size=LENET_MIN_SIZE,
     num_classes=10,
     mean=MNIST_MEAN,
     std=MNIST_STD,
     notes="the seed's LeNet-5: ReLU, max-pooling, 'same' first conv",
 )
-def lenet5(num_classes: int = 10, in_chans: int = 1) -> LeNet5:
-    return LeNet5(num_classes=num_classes, in_chans=in_chans)
+def lenet5(num_classes: int = 10, in_chans: int = 1, **options) -> LeNet5:
+    return _build("lenet5", num_classes, in_chans, **options)

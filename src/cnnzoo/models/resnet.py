@@ -35,14 +35,15 @@ least 2 when the last stage is 1x1 (any input up to 32x32 for the ImageNet model
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..layers import GlobalAvgPool2d, ShortcutA
 from ..registry import register_model
-from ._base import ZooModel
+from ._base import ZooModel, check_options
 
 __all__ = [
     "BasicBlock",
@@ -52,9 +53,10 @@ __all__ = [
     "CifarResNet",
     "KerasBottleneck",
     "KerasResNet",
-    "IMAGENET_CONFIGS",
-    "CIFAR_CONFIGS",
-    "KERAS_CONFIGS",
+    "RESNET_CONFIGS",
+    "CIFAR_RESNET_CONFIGS",
+    "KERAS_RESNET_CONFIGS",
+    "BLOCK_TYPES",
     "keras_name_map",
 ]
 
@@ -72,7 +74,53 @@ KERAS_CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
 # --------------------------------------------------------------------------------------------------
-# Residual blocks (shared by the ImageNet and the CIFAR networks)
+# The configurations, keyed by model name
+# --------------------------------------------------------------------------------------------------
+
+
+class ResNetConfig(NamedTuple):
+    block: str  # "basic" (two 3x3 convs) or "bottleneck" (1x1, 3x3, 1x1): a key of BLOCK_TYPES
+    layers: list[int]  # blocks in conv2_x, conv3_x, conv4_x, conv5_x
+
+
+# Paper Table 1: the block type and the number of blocks in conv2_x, conv3_x, conv4_x, conv5_x.
+RESNET_CONFIGS: dict[str, ResNetConfig] = {
+    "resnet18": ResNetConfig("basic", [2, 2, 2, 2]),
+    "resnet34": ResNetConfig("basic", [3, 4, 6, 3]),
+    "resnet50": ResNetConfig("bottleneck", [3, 4, 6, 3]),
+    "resnet101": ResNetConfig("bottleneck", [3, 4, 23, 3]),
+    "resnet152": ResNetConfig("bottleneck", [3, 8, 36, 3]),
+}
+IMAGENET_PLANES = (64, 128, 256, 512)  # bottleneck width of each stage (output = x expansion)
+IMAGENET_STRIDES = (1, 2, 2, 2)  # conv2_x follows the max pool, which already halved the map
+
+# Section 4.2: n basic blocks per stage, 6n + 2 weighted layers (first conv + 3 stages x n x 2 + fc).
+CIFAR_RESNET_CONFIGS: dict[str, int] = {
+    "resnet20": 3,
+    "resnet32": 5,
+    "resnet44": 7,
+    "resnet56": 9,
+    "resnet110": 18,
+}
+CIFAR_WIDTHS = (16, 32, 64)  # feature maps 32x32, 16x16, 8x8 at the native size
+CIFAR_STRIDES = (1, 2, 2)
+
+# keras.applications ResNet50 / 101 / 152 (ResNet v1): blocks per stage conv2 .. conv5
+# (keras/src/applications/resnet.py, stack_fn of each model).
+KERAS_RESNET_CONFIGS: dict[str, list[int]] = {
+    "resnet50_keras": [3, 4, 6, 3],
+    "resnet101_keras": [3, 4, 23, 3],
+    "resnet152_keras": [3, 8, 36, 3],
+}
+KERAS_FILTERS = (64, 128, 256, 512)
+KERAS_STRIDES = (1, 2, 2, 2)
+KERAS_BN_EPS = 1.001e-5
+# Keras keeps moving = 0.99 * moving + 0.01 * batch; PyTorch's momentum is the weight of the new batch.
+KERAS_BN_MOMENTUM = 1 - 0.99
+
+
+# --------------------------------------------------------------------------------------------------
+# Residual blocks (the torchvision-layout ImageNet and the CIFAR networks share the first two)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -153,32 +201,12 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+BLOCK_TYPES: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
 def projection_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     """Paper option B: a strided 1x1 conv + BN (torchvision keys ``downsample.0`` / ``downsample.1``)."""
     return nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
-
-
-class ShortcutA(nn.Module):
-    """Paper option A (sections 3.3 and 4.2): identity, subsampled by ``stride``, extra channels zero.
-
-    No parameters, so the CIFAR nets have exactly as many weights as their plain (non-residual)
-    counterparts. ``x[..., ::2, ::2]`` keeps ceil(H / 2) rows, as many as the stride-2 3x3 conv (padding
-    1) of the branch produces, so the two always add up. The new channels are appended after the old.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        if out_channels < in_channels:
-            raise ValueError(f"option A shortcuts can only add channels, not go from {in_channels} to {out_channels}")
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        # F.pad's last pair pads dim 1 (channels): nothing before, the missing channels after.
-        return F.pad(x, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
 
 
 def make_stage(
@@ -223,20 +251,49 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
                 nn.init.zeros_(m.bn2.weight)
 
 
-# --------------------------------------------------------------------------------------------------
-# ImageNet ResNets (paper Table 1), torchvision layout
-# --------------------------------------------------------------------------------------------------
+def keras_bn(channels: int) -> nn.BatchNorm2d:
+    """Keras ``BatchNormalization(epsilon=1.001e-5)`` with its default momentum 0.99."""
+    return nn.BatchNorm2d(channels, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
 
-# Paper Table 1: the block type and the number of blocks in conv2_x, conv3_x, conv4_x, conv5_x.
-IMAGENET_CONFIGS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
-    "resnet18": (BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (Bottleneck, [3, 4, 6, 3]),
-    "resnet101": (Bottleneck, [3, 4, 23, 3]),
-    "resnet152": (Bottleneck, [3, 8, 36, 3]),
-}
-IMAGENET_PLANES = (64, 128, 256, 512)  # bottleneck width of each stage (output = x expansion)
-IMAGENET_STRIDES = (1, 2, 2, 2)  # conv2_x follows the max pool, which already halved the map
+
+class KerasBottleneck(nn.Module):
+    """Keras' ``residual_block_v1``: the bottleneck with the stride in the first 1x1 conv and biased convs.
+
+    Children carry Keras' names without the block prefix (``0_conv``, ``1_conv``, ``1_bn`` ...), so the
+    state-dict key ``conv2_block1.1_conv.weight`` belongs to the Keras layer ``conv2_block1_1_conv``.
+    Such names are not Python identifiers, hence ``getattr`` in ``forward``.
+    """
+
+    def __init__(self, in_channels: int, filters: int, stride: int = 1, conv_shortcut: bool = True) -> None:
+        super().__init__()
+        out_channels = 4 * filters
+        if conv_shortcut:
+            self.add_module("0_conv", nn.Conv2d(in_channels, out_channels, 1, stride=stride))
+            self.add_module("0_bn", keras_bn(out_channels))
+        self.add_module("1_conv", nn.Conv2d(in_channels, filters, 1, stride=stride))
+        self.add_module("1_bn", keras_bn(filters))
+        self.add_module("1_relu", nn.ReLU(inplace=True))
+        # padding="same" at stride 1 with a 3x3 kernel is one pixel on each side.
+        self.add_module("2_conv", nn.Conv2d(filters, filters, 3, padding=1))
+        self.add_module("2_bn", keras_bn(filters))
+        self.add_module("2_relu", nn.ReLU(inplace=True))
+        self.add_module("3_conv", nn.Conv2d(filters, out_channels, 1))
+        self.add_module("3_bn", keras_bn(out_channels))
+        self.add_module("out", nn.ReLU(inplace=True))  # Keras: {name}_add, then {name}_out
+        self.has_conv_shortcut = conv_shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.get_submodule
+        shortcut = layer("0_bn")(layer("0_conv")(x)) if self.has_conv_shortcut else x
+        x = layer("1_relu")(layer("1_bn")(layer("1_conv")(x)))
+        x = layer("2_relu")(layer("2_bn")(layer("2_conv")(x)))
+        x = layer("3_bn")(layer("3_conv")(x))
+        return layer("out")(shortcut + x)
+
+
+# --------------------------------------------------------------------------------------------------
+# The networks: ImageNet (paper Table 1, torchvision layout), CIFAR-10 (section 4.2), keras.applications
+# --------------------------------------------------------------------------------------------------
 
 
 class ResNet(ZooModel):
@@ -281,72 +338,6 @@ class ResNet(ZooModel):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _imagenet_info(name: str, notes: str) -> dict:
-    return dict(
-        family="resnet",
-        paper=PAPER,
-        url=URL,
-        input_size=(3, 224, 224),
-        min_size=MIN_SIZE,
-        torchvision=name,
-        notes=notes,  # state-dict keys are torchvision's own: no torchvision_key needed
-    )
-
-
-def _imagenet_resnet(name: str, num_classes: int, in_chans: int, **options) -> ResNet:
-    block, layers = IMAGENET_CONFIGS[name]
-    return ResNet(block, layers, num_classes, in_chans, model_name=name, **options)
-
-
-_V15 = "ResNet v1.5 (stride in the 3x3 conv, as torchvision); stride_in_1x1=True gives the paper's v1."
-
-
-@register_model(**_imagenet_info("resnet18", "Basic blocks [2, 2, 2, 2]."))
-def resnet18(num_classes: int = 1000, in_chans: int = 3, *, zero_init_residual: bool = False) -> ResNet:
-    """ResNet-18 (paper Table 1), 11,689,512 parameters."""
-    return _imagenet_resnet("resnet18", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-@register_model(**_imagenet_info("resnet34", "Basic blocks [3, 4, 6, 3]."))
-def resnet34(num_classes: int = 1000, in_chans: int = 3, *, zero_init_residual: bool = False) -> ResNet:
-    """ResNet-34 (paper Table 1), 21,797,672 parameters."""
-    return _imagenet_resnet("resnet34", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-@register_model(**_imagenet_info("resnet50", f"Bottlenecks [3, 4, 6, 3]. {_V15}"))
-def resnet50(num_classes: int = 1000, in_chans: int = 3, *, zero_init_residual: bool = False, stride_in_1x1: bool = False) -> ResNet:
-    """ResNet-50 (paper Table 1), 25,557,032 parameters."""
-    return _imagenet_resnet("resnet50", num_classes, in_chans, zero_init_residual=zero_init_residual, stride_in_1x1=stride_in_1x1)
-
-
-@register_model(**_imagenet_info("resnet101", f"Bottlenecks [3, 4, 23, 3]. {_V15}"))
-def resnet101(num_classes: int = 1000, in_chans: int = 3, *, zero_init_residual: bool = False, stride_in_1x1: bool = False) -> ResNet:
-    """ResNet-101 (paper Table 1), 44,549,160 parameters."""
-    return _imagenet_resnet("resnet101", num_classes, in_chans, zero_init_residual=zero_init_residual, stride_in_1x1=stride_in_1x1)
-
-
-@register_model(**_imagenet_info("resnet152", f"Bottlenecks [3, 8, 36, 3]. {_V15}"))
-def resnet152(num_classes: int = 1000, in_chans: int = 3, *, zero_init_residual: bool = False, stride_in_1x1: bool = False) -> ResNet:
-    """ResNet-152 (paper Table 1), 60,192,808 parameters."""
-    return _imagenet_resnet("resnet152", num_classes, in_chans, zero_init_residual=zero_init_residual, stride_in_1x1=stride_in_1x1)
-
-
-# --------------------------------------------------------------------------------------------------
-# CIFAR-10 ResNets (paper section 4.2)
-# --------------------------------------------------------------------------------------------------
-
-# Section 4.2: n basic blocks per stage, 6n + 2 weighted layers (first conv + 3 stages x n x 2 + fc).
-CIFAR_CONFIGS: dict[str, int] = {
-    "resnet20": 3,
-    "resnet32": 5,
-    "resnet44": 7,
-    "resnet56": 9,
-    "resnet110": 18,
-}
-CIFAR_WIDTHS = (16, 32, 64)  # feature maps 32x32, 16x16, 8x8 at the native size
-CIFAR_STRIDES = (1, 2, 2)
-
-
 class CifarResNet(ZooModel):
     """CIFAR ResNet: 3x3 conv (16), three stages of ``n`` basic blocks (16/32/64 filters), global average
     pool, fc. Shortcuts are option A (parameter free), as in the paper's CIFAR experiments.
@@ -370,119 +361,6 @@ class CifarResNet(ZooModel):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-def _cifar_info(name: str) -> dict:
-    n = CIFAR_CONFIGS[name]
-    return dict(
-        family="resnet",
-        paper=PAPER,
-        url=URL,
-        input_size=(3, 32, 32),
-        min_size=MIN_SIZE,
-        num_classes=10,
-        mean=CIFAR10_MEAN,
-        std=CIFAR10_STD,
-        notes=f"CIFAR-10 net of section 4.2: n={n}, {6 * n + 2} layers, 16/32/64 filters, option A (parameter-free) shortcuts.",
-    )
-
-
-def _cifar_resnet(name: str, num_classes: int, in_chans: int, **options) -> CifarResNet:
-    return CifarResNet(CIFAR_CONFIGS[name], num_classes, in_chans, model_name=name, **options)
-
-
-@register_model(**_cifar_info("resnet20"))
-def resnet20(num_classes: int = 10, in_chans: int = 3, *, zero_init_residual: bool = False) -> CifarResNet:
-    """ResNet-20 for CIFAR-10 (n=3), 0.27M parameters."""
-    return _cifar_resnet("resnet20", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-@register_model(**_cifar_info("resnet32"))
-def resnet32(num_classes: int = 10, in_chans: int = 3, *, zero_init_residual: bool = False) -> CifarResNet:
-    """ResNet-32 for CIFAR-10 (n=5), 0.46M parameters."""
-    return _cifar_resnet("resnet32", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-@register_model(**_cifar_info("resnet44"))
-def resnet44(num_classes: int = 10, in_chans: int = 3, *, zero_init_residual: bool = False) -> CifarResNet:
-    """ResNet-44 for CIFAR-10 (n=7), 0.66M parameters."""
-    return _cifar_resnet("resnet44", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-@register_model(**_cifar_info("resnet56"))
-def resnet56(num_classes: int = 10, in_chans: int = 3, *, zero_init_residual: bool = False) -> CifarResNet:
-    """ResNet-56 for CIFAR-10 (n=9), 0.85M parameters."""
-    return _cifar_resnet("resnet56", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-@register_model(**_cifar_info("resnet110"))
-def resnet110(num_classes: int = 10, in_chans: int = 3, *, zero_init_residual: bool = False) -> CifarResNet:
-    """ResNet-110 for CIFAR-10 (n=18), 1.7M parameters."""
-    return _cifar_resnet("resnet110", num_classes, in_chans, zero_init_residual=zero_init_residual)
-
-
-# --------------------------------------------------------------------------------------------------
-# keras.applications ResNet50 / 101 / 152 (ResNet v1), with Keras' layer names
-# --------------------------------------------------------------------------------------------------
-
-# Blocks per stage conv2 .. conv5 (keras/src/applications/resnet.py, stack_fn of each model).
-KERAS_CONFIGS: dict[str, list[int]] = {
-    "resnet50_keras": [3, 4, 6, 3],
-    "resnet101_keras": [3, 4, 23, 3],
-    "resnet152_keras": [3, 8, 36, 3],
-}
-KERAS_FILTERS = (64, 128, 256, 512)
-KERAS_STRIDES = (1, 2, 2, 2)
-KERAS_BN_EPS = 1.001e-5
-# Keras keeps moving = 0.99 * moving + 0.01 * batch; PyTorch's momentum is the weight of the new batch.
-KERAS_BN_MOMENTUM = 1 - 0.99
-
-
-def keras_bn(channels: int) -> nn.BatchNorm2d:
-    """Keras ``BatchNormalization(epsilon=1.001e-5)`` with its default momentum 0.99."""
-    return nn.BatchNorm2d(channels, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
-
-
-class KerasBottleneck(nn.Module):
-    """Keras' ``residual_block_v1``: the bottleneck with the stride in the first 1x1 conv and biased convs.
-
-    Children carry Keras' names without the block prefix (``0_conv``, ``1_conv``, ``1_bn`` ...), so the
-    state-dict key ``conv2_block1.1_conv.weight`` belongs to the Keras layer ``conv2_block1_1_conv``.
-    Such names are not Python identifiers, hence ``getattr`` in ``forward``.
-    """
-
-    def __init__(self, in_channels: int, filters: int, stride: int = 1, conv_shortcut: bool = True) -> None:
-        super().__init__()
-        out_channels = 4 * filters
-        if conv_shortcut:
-            self.add_module("0_conv", nn.Conv2d(in_channels, out_channels, 1, stride=stride))
-            self.add_module("0_bn", keras_bn(out_channels))
-        self.add_module("1_conv", nn.Conv2d(in_channels, filters, 1, stride=stride))
-        self.add_module("1_bn", keras_bn(filters))
-        self.add_module("1_relu", nn.ReLU(inplace=True))
-        # padding="same" at stride 1 with a 3x3 kernel is one pixel on each side.
-        self.add_module("2_conv", nn.Conv2d(filters, filters, 3, padding=1))
-        self.add_module("2_bn", keras_bn(filters))
-        self.add_module("2_relu", nn.ReLU(inplace=True))
-        self.add_module("3_conv", nn.Conv2d(filters, out_channels, 1))
-        self.add_module("3_bn", keras_bn(out_channels))
-        self.add_module("out", nn.ReLU(inplace=True))  # Keras: {name}_add, then {name}_out
-        self.has_conv_shortcut = conv_shortcut
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layer = self.get_submodule
-        shortcut = layer("0_bn")(layer("0_conv")(x)) if self.has_conv_shortcut else x
-        x = layer("1_relu")(layer("1_bn")(layer("1_conv")(x)))
-        x = layer("2_relu")(layer("2_bn")(layer("2_conv")(x)))
-        x = layer("3_bn")(layer("3_conv")(x))
-        return layer("out")(shortcut + x)
-
-
-class GlobalAvgPool2d(nn.Module):
-    """Keras ``GlobalAveragePooling2D``: (N, C, H, W) -> (N, C)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
 
 
 class KerasResNet(ZooModel):
@@ -525,25 +403,67 @@ class KerasResNet(ZooModel):
         return x
 
 
+# --------------------------------------------------------------------------------------------------
+# Keras layer names
+# --------------------------------------------------------------------------------------------------
+
+
 def keras_name_map(model: nn.Module) -> dict[str, str]:
     """Keras layer name -> module path, for every weighted layer of a Keras-flavour ResNet.
 
     The Keras name is the module path with its first dot turned into an underscore
     (``conv2_block1.1_conv`` -> ``conv2_block1_1_conv``; ``conv1_conv`` and ``predictions`` stay). Use it
-    with :func:`cnnzoo.compat.keras.load_keras_model` to load a ``keras.applications.ResNet50`` (or a
+    with :func:`cnnzoo.weights.keras.load_keras_model` to load a ``keras.applications.ResNet50`` (or a
     user's ``.h5`` of it)::
 
         load_keras_model(model, keras_model, keras_name_map(model))
     """
     if not isinstance(model, KerasResNet):
         raise TypeError(
-            f"keras_name_map needs a Keras-flavour ResNet ({', '.join(KERAS_CONFIGS)}), got {type(model).__name__}"
+            f"keras_name_map needs a Keras-flavour ResNet ({', '.join(KERAS_RESNET_CONFIGS)}), got {type(model).__name__}"
         )
     return {
         path.replace(".", "_", 1): path
         for path, module in model.named_modules()
         if any(True for _ in module.parameters(recurse=False))
     }
+
+
+def _keras_names(model: nn.Module, layers: Any, source: str) -> dict[str, str]:
+    """The registry's ``keras_names``: the modules carry Keras' layer names, so the file's layers are not needed."""
+    return keras_name_map(model)
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------
+
+
+def _imagenet_info(name: str, notes: str) -> dict:
+    return dict(
+        family="resnet",
+        paper=PAPER,
+        url=URL,
+        input_size=(3, 224, 224),
+        min_size=MIN_SIZE,
+        torchvision=name,
+        notes=notes,  # state-dict keys are torchvision's own: no torchvision_key needed
+    )
+
+
+def _cifar_info(name: str) -> dict:
+    n = CIFAR_RESNET_CONFIGS[name]
+    return dict(
+        family="resnet",
+        paper=PAPER,
+        url=URL,
+        input_size=(3, 32, 32),
+        min_size=MIN_SIZE,
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        notes=f"CIFAR-10 net of section 4.2: n={n}, {6 * n + 2} layers, 16/32/64 filters, option A (parameter-free) shortcuts.",
+    )
 
 
 def _keras_info(name: str, keras_name: str) -> dict:
@@ -557,6 +477,7 @@ def _keras_info(name: str, keras_name: str) -> dict:
         std=KERAS_CAFFE_STD,
         channel_order="BGR",
         keras=keras_name,
+        keras_names=_keras_names,
         notes=(
             f"keras.applications.{keras_name} (ResNet v1: stride in the first 1x1 conv, biased convs, BN eps 1.001e-5); "
             "module names are the Keras layer names (cnnzoo.models.resnet.keras_name_map). Preprocessing is Keras' "
@@ -566,23 +487,96 @@ def _keras_info(name: str, keras_name: str) -> dict:
     )
 
 
-def _keras_resnet(name: str, num_classes: int, in_chans: int) -> KerasResNet:
-    return KerasResNet(KERAS_CONFIGS[name], num_classes, in_chans, model_name=name)
+def _build(name: str, num_classes: int, in_chans: int, **options) -> ResNet | CifarResNet | KerasResNet:
+    """The network of any ResNet in this file, by the table its name is in."""
+    if name in RESNET_CONFIGS:
+        block = BLOCK_TYPES[RESNET_CONFIGS[name].block]
+        taken = ("zero_init_residual", "stride_in_1x1") if block is Bottleneck else ("zero_init_residual",)
+        check_options(name, options, taken)  # stride_in_1x1 moves a bottleneck's stride: not for basic blocks
+        return ResNet(block, RESNET_CONFIGS[name].layers, num_classes, in_chans, model_name=name, **options)
+    if name in CIFAR_RESNET_CONFIGS:
+        check_options(name, options, ("zero_init_residual",))
+        return CifarResNet(CIFAR_RESNET_CONFIGS[name], num_classes, in_chans, model_name=name, **options)
+    check_options(name, options, ())  # keras.applications' ResNets have no options
+    return KerasResNet(KERAS_RESNET_CONFIGS[name], num_classes, in_chans, model_name=name)
+
+
+_V15 = "ResNet v1.5 (stride in the 3x3 conv, as torchvision); stride_in_1x1=True gives the paper's v1."
+
+
+@register_model(**_imagenet_info("resnet18", "Basic blocks [2, 2, 2, 2]."))
+def resnet18(num_classes: int = 1000, in_chans: int = 3, **options) -> ResNet:
+    """ResNet-18 (paper Table 1), 11,689,512 parameters."""
+    return _build("resnet18", num_classes, in_chans, **options)
+
+
+@register_model(**_imagenet_info("resnet34", "Basic blocks [3, 4, 6, 3]."))
+def resnet34(num_classes: int = 1000, in_chans: int = 3, **options) -> ResNet:
+    """ResNet-34 (paper Table 1), 21,797,672 parameters."""
+    return _build("resnet34", num_classes, in_chans, **options)
+
+
+@register_model(**_imagenet_info("resnet50", f"Bottlenecks [3, 4, 6, 3]. {_V15}"))
+def resnet50(num_classes: int = 1000, in_chans: int = 3, **options) -> ResNet:
+    """ResNet-50 (paper Table 1), 25,557,032 parameters."""
+    return _build("resnet50", num_classes, in_chans, **options)
+
+
+@register_model(**_imagenet_info("resnet101", f"Bottlenecks [3, 4, 23, 3]. {_V15}"))
+def resnet101(num_classes: int = 1000, in_chans: int = 3, **options) -> ResNet:
+    """ResNet-101 (paper Table 1), 44,549,160 parameters."""
+    return _build("resnet101", num_classes, in_chans, **options)
+
+
+@register_model(**_imagenet_info("resnet152", f"Bottlenecks [3, 8, 36, 3]. {_V15}"))
+def resnet152(num_classes: int = 1000, in_chans: int = 3, **options) -> ResNet:
+    """ResNet-152 (paper Table 1), 60,192,808 parameters."""
+    return _build("resnet152", num_classes, in_chans, **options)
+
+
+@register_model(**_cifar_info("resnet20"))
+def resnet20(num_classes: int = 10, in_chans: int = 3, **options) -> CifarResNet:
+    """ResNet-20 for CIFAR-10 (n=3), 0.27M parameters."""
+    return _build("resnet20", num_classes, in_chans, **options)
+
+
+@register_model(**_cifar_info("resnet32"))
+def resnet32(num_classes: int = 10, in_chans: int = 3, **options) -> CifarResNet:
+    """ResNet-32 for CIFAR-10 (n=5), 0.46M parameters."""
+    return _build("resnet32", num_classes, in_chans, **options)
+
+
+@register_model(**_cifar_info("resnet44"))
+def resnet44(num_classes: int = 10, in_chans: int = 3, **options) -> CifarResNet:
+    """ResNet-44 for CIFAR-10 (n=7), 0.66M parameters."""
+    return _build("resnet44", num_classes, in_chans, **options)
+
+
+@register_model(**_cifar_info("resnet56"))
+def resnet56(num_classes: int = 10, in_chans: int = 3, **options) -> CifarResNet:
+    """ResNet-56 for CIFAR-10 (n=9), 0.85M parameters."""
+    return _build("resnet56", num_classes, in_chans, **options)
+
+
+@register_model(**_cifar_info("resnet110"))
+def resnet110(num_classes: int = 10, in_chans: int = 3, **options) -> CifarResNet:
+    """ResNet-110 for CIFAR-10 (n=18), 1.7M parameters."""
+    return _build("resnet110", num_classes, in_chans, **options)
 
 
 @register_model(**_keras_info("resnet50_keras", "ResNet50"))
-def resnet50_keras(num_classes: int = 1000, in_chans: int = 3) -> KerasResNet:
+def resnet50_keras(num_classes: int = 1000, in_chans: int = 3, **options) -> KerasResNet:
     """``keras.applications.ResNet50``: 25,636,712 Keras params (25,583,592 trainable)."""
-    return _keras_resnet("resnet50_keras", num_classes, in_chans)
+    return _build("resnet50_keras", num_classes, in_chans, **options)
 
 
 @register_model(**_keras_info("resnet101_keras", "ResNet101"))
-def resnet101_keras(num_classes: int = 1000, in_chans: int = 3) -> KerasResNet:
+def resnet101_keras(num_classes: int = 1000, in_chans: int = 3, **options) -> KerasResNet:
     """``keras.applications.ResNet101``: 44,707,176 Keras params."""
-    return _keras_resnet("resnet101_keras", num_classes, in_chans)
+    return _build("resnet101_keras", num_classes, in_chans, **options)
 
 
 @register_model(**_keras_info("resnet152_keras", "ResNet152"))
-def resnet152_keras(num_classes: int = 1000, in_chans: int = 3) -> KerasResNet:
+def resnet152_keras(num_classes: int = 1000, in_chans: int = 3, **options) -> KerasResNet:
     """``keras.applications.ResNet152``: 60,419,944 Keras params."""
-    return _keras_resnet("resnet152_keras", num_classes, in_chans)
+    return _build("resnet152_keras", num_classes, in_chans, **options)

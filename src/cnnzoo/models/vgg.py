@@ -4,7 +4,8 @@ Simonyan and Zisserman 2014, "Very Deep Convolutional Networks for Large-Scale I
 Why 3x3: two stacked 3x3 convolutions see a 5x5 window and three see 7x7, with fewer parameters
 (3 * 9C^2 = 27C^2 against 49C^2 for one 7x7) and a ReLU between each, so more non-linearity.
 
-The configurations of the paper's Table 1, as data: a number is a 3x3 conv with that many filters
+The configurations of the paper's Table 1, as data (:data:`VGG_CONFIGS`, keyed by model name; the
+``_bn`` models add a BatchNorm after every conv): a number is a 3x3 conv with that many filters
 (padding 1, so the size is kept), "M" a 2x2 max-pool of stride 2 (the size halves).
 
 Layers are named as in Keras' VGG16/VGG19 (``block1_conv1`` ... ``block5_pool``, ``fc1``, ``fc2``,
@@ -16,20 +17,24 @@ so it does nothing there, and it lets any input of at least 32x32 reach the same
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..compat.torchvision import renamer_from_sequences
 from ..registry import register_model
-from ._base import ZooModel
+from ._base import ZooModel, check_options
+from ._keys import renamer_from_sequences
 
-cfgs: dict[str, list[int | str]] = {
-    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # vgg11
-    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # vgg13
-    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],  # vgg16
-    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],  # vgg19
+# Table 1, columns A, B, D and E (the ones torchvision and Keras ship).
+VGG_CONFIGS: dict[str, list[int | str]] = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # A
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],  # B
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],  # D
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],  # E
 }
+TABLE1_COLUMN = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
+VGG_MIN_SIZE = 32  # five halvings: the smallest input that leaves a 1x1 map after block5_pool
 
 
 def make_features(cfg: list[int | str], in_chans: int = 3, batch_norm: bool = False) -> nn.Sequential:
@@ -61,8 +66,7 @@ class VGG(ZooModel):
         batch_norm: bool = False,
         dropout: float = 0.5,
     ) -> None:
-        # Five halvings: 32x32 is the smallest input that leaves a 1x1 map after block5_pool.
-        super().__init__(model_name=model_name, in_chans=in_chans, min_size=32, native_size=224)
+        super().__init__(model_name=model_name, in_chans=in_chans, min_size=VGG_MIN_SIZE, native_size=224)
         self.features = make_features(cfg, in_chans, batch_norm)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
@@ -98,11 +102,21 @@ class VGG(ZooModel):
         return self.classifier(torch.flatten(x, 1))
 
 
+# --------------------------------------------------------------------------------------------------
+# Weight-file names: torchvision's indices, Keras' layer names
+# --------------------------------------------------------------------------------------------------
+
+
 def keras_name_map(model: VGG) -> dict[str, str]:
     """Keras layer name -> cnnzoo module path (``block1_conv1`` -> ``features.block1_conv1``)."""
     names = {n: f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.Conv2d)}
     names.update({n: f"classifier.{n}" for n in ("fc1", "fc2", "predictions")})
     return names
+
+
+def _keras_names(model: nn.Module, layers: Any, source: str) -> dict[str, str]:
+    """The registry's ``keras_names``: VGG16/19 carry Keras' layer names, so the file's layers are not needed."""
+    return keras_name_map(model)
 
 
 # Keras' Flatten sees the 7x7x512 map in (H, W, C) order; fc1's rows need reordering to (C, H, W).
@@ -111,58 +125,78 @@ KERAS_FLATTEN = {"fc1": (512, 7, 7)}
 _CLASSIFIER = ["fc1", "fc1_relu", "fc1_dropout", "fc2", "fc2_relu", "fc2_dropout", "predictions"]
 
 
-def _vgg_info(cfg_key: str, batch_norm: bool = False, keras: str | None = None) -> dict:
-    """Registry metadata for one configuration of Table 1."""
-    name = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}[cfg_key] + ("_bn" if batch_norm else "")
-    features = list(make_features(cfgs[cfg_key], batch_norm=batch_norm)._modules)
+def _torchvision_key(cfg: list[int | str], batch_norm: bool):
+    """torchvision's index keys (``features.3.weight``) -> ours (``features.block2_conv1.weight``)."""
+    with torch.device("meta"):  # only the child names are needed: allocate nothing
+        features = list(make_features(cfg, batch_norm=batch_norm)._modules)
+    return renamer_from_sequences({"features": features, "classifier": _CLASSIFIER})
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------
+
+
+def _vgg_info(name: str, keras: str | None = None) -> dict[str, Any]:
+    """Registry metadata for one model: a column of Table 1, with BatchNorm for the ``_bn`` names."""
+    base = name.removesuffix("_bn")
+    batch_norm = name != base
+    keras_entry = dict(keras=keras, keras_names=_keras_names, keras_flatten=KERAS_FLATTEN) if keras else {}
     return dict(
         family="vgg",
         paper="Simonyan and Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
         url="https://arxiv.org/abs/1409.1556",
         input_size=(3, 224, 224),
-        min_size=32,
+        min_size=VGG_MIN_SIZE,
         torchvision=name,
-        keras=keras,
-        torchvision_key=renamer_from_sequences({"features": features, "classifier": _CLASSIFIER}),
-        notes=f"configuration {cfg_key}" + (", BatchNorm after every conv" if batch_norm else ""),
+        torchvision_key=_torchvision_key(VGG_CONFIGS[base], batch_norm),
+        notes=f"configuration {TABLE1_COLUMN[base]}" + (", BatchNorm after every conv" if batch_norm else ""),
+        **keras_entry,
     )
 
 
-@register_model(**_vgg_info("A"))
-def vgg11(**kwargs) -> VGG:
-    return VGG(cfgs["A"], model_name="vgg11", **kwargs)
+def _build(name: str, num_classes: int, in_chans: int, **options) -> VGG:
+    check_options(name, options, ("dropout",))
+    base = name.removesuffix("_bn")
+    cfg = VGG_CONFIGS[base]
+    return VGG(cfg, model_name=name, num_classes=num_classes, in_chans=in_chans, batch_norm=name != base, **options)
 
 
-@register_model(**_vgg_info("A", batch_norm=True))
-def vgg11_bn(**kwargs) -> VGG:
-    return VGG(cfgs["A"], model_name="vgg11_bn", batch_norm=True, **kwargs)
+@register_model(**_vgg_info("vgg11"))
+def vgg11(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg11", num_classes, in_chans, **options)
 
 
-@register_model(**_vgg_info("B"))
-def vgg13(**kwargs) -> VGG:
-    return VGG(cfgs["B"], model_name="vgg13", **kwargs)
+@register_model(**_vgg_info("vgg11_bn"))
+def vgg11_bn(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg11_bn", num_classes, in_chans, **options)
 
 
-@register_model(**_vgg_info("B", batch_norm=True))
-def vgg13_bn(**kwargs) -> VGG:
-    return VGG(cfgs["B"], model_name="vgg13_bn", batch_norm=True, **kwargs)
+@register_model(**_vgg_info("vgg13"))
+def vgg13(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg13", num_classes, in_chans, **options)
 
 
-@register_model(**_vgg_info("D", keras="VGG16"))
-def vgg16(**kwargs) -> VGG:
-    return VGG(cfgs["D"], model_name="vgg16", **kwargs)
+@register_model(**_vgg_info("vgg13_bn"))
+def vgg13_bn(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg13_bn", num_classes, in_chans, **options)
 
 
-@register_model(**_vgg_info("D", batch_norm=True))
-def vgg16_bn(**kwargs) -> VGG:
-    return VGG(cfgs["D"], model_name="vgg16_bn", batch_norm=True, **kwargs)
+@register_model(**_vgg_info("vgg16", keras="VGG16"))
+def vgg16(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg16", num_classes, in_chans, **options)
 
 
-@register_model(**_vgg_info("E", keras="VGG19"))
-def vgg19(**kwargs) -> VGG:
-    return VGG(cfgs["E"], model_name="vgg19", **kwargs)
+@register_model(**_vgg_info("vgg16_bn"))
+def vgg16_bn(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg16_bn", num_classes, in_chans, **options)
 
 
-@register_model(**_vgg_info("E", batch_norm=True))
-def vgg19_bn(**kwargs) -> VGG:
-    return VGG(cfgs["E"], model_name="vgg19_bn", batch_norm=True, **kwargs)
+@register_model(**_vgg_info("vgg19", keras="VGG19"))
+def vgg19(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg19", num_classes, in_chans, **options)
+
+
+@register_model(**_vgg_info("vgg19_bn"))
+def vgg19_bn(num_classes: int = 1000, in_chans: int = 3, **options) -> VGG:
+    return _build("vgg19_bn", num_classes, in_chans, **options)

@@ -1,18 +1,30 @@
-"""The ``cnnzoo`` command line. Every command reads the same registry as the Python API."""
+"""``cnnzoo list`` and ``cnnzoo info``: the zoo and one model, from the registry the Python API reads."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from .counting import count_params
-from .errors import CnnzooError
-from .registry import create_model, get_model_info, list_models
+from ..counting import count_params
+from ..factory import create_model
+from ..registry import get_model_info, list_models
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="the zoo: models with parameter counts and native input sizes")
+    p.add_argument("--family", help="only this family (lenet, alexnet, vgg, googlenet, inception, resnet)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="one model: paper, input, normalisation, parameter counts")
+    p.add_argument("model")
+    p.add_argument("--layers", action="store_true", help="also print the module tree")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
 
 
 def _meta_model(name: str, **kwargs):
@@ -100,40 +112,3 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.layers:
         console.print(repr(model), markup=False, highlight=False)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnzoo", description="The landmark CNNs, exact and verified, on PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("list", help="the zoo: models with parameter counts and native input sizes")
-    p.add_argument("--family", help="only this family (lenet, alexnet, vgg, googlenet, inception, resnet)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser("info", help="one model: paper, input, normalisation, parameter counts")
-    p.add_argument("model")
-    p.add_argument("--layers", action="store_true", help="also print the module tree")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_info)
-
-    from . import cli_train, cli_weights
-
-    cli_train.register(sub)
-    cli_weights.register(sub)
-    from . import cli_inspect; cli_inspect.register(sub)
-    from . import cli_bench; cli_bench.register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (CnnzooError, ValueError, TypeError) as e:
-        print(f"cnnzoo {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .fast import BACKENDS
+from ..fast import BACKENDS
+from .options import add_batch_size, add_decode, add_device, add_model_options, add_workers, parse_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", nargs="?", help="a zoo model name (optional with --data: it sets the image size and normalisation)")
     p.add_argument("--mode", choices=["infer", "train"], default="infer", help="a forward pass, or a full training step")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, help="default: 256 on a GPU, 32 on the CPU (16 for training)")
+    add_device(p, help="cpu or cuda (default: cuda when available)")
+    add_batch_size(p, help="default: 256 on a GPU, 32 on the CPU (16 for training)")
     p.add_argument("--input", help="input size: 224 or 3x224x224 (default: the model's native size)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: bf16 on a GPU, fp32 on the CPU")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -34,11 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round-seconds", type=float, default=1.0)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (their time is reported)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. --option aux_logits=false")
+    add_model_options(p, example="aux_logits=false")
     p.add_argument("--data", metavar="SPEC", help="measure the data pipeline alone: folder:DIR, mnist5k, cifar10:DIR, synthetic:N")
-    p.add_argument("--workers", type=int, default=4, help="file reading (and CPU decoding) processes for folder data (--data)")
-    p.add_argument("--decode", choices=("auto", "workers", "device"), default="auto",
-                   help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)")
+    add_workers(p, default=4, help="file reading (and CPU decoding) processes for folder data (--data)")
+    add_decode(p, help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)")
     p.add_argument("--batches", type=int, default=20, help="batches timed for --data")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_bench)
@@ -59,8 +59,7 @@ def _input(text: str | None) -> tuple[int, ...] | None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import benchmark, benchmark_data
-    from .cli_train import _parse_option  # the same KEY=VALUE syntax as cnnzoo train
+    from ..bench import benchmark, benchmark_data
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +76,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.model, mode=args.mode, device=args.device, batch_size=args.batch_size, input_size=_input(args.input),
         precision=args.precision, channels_last=args.channels_last, compile=args.compile, backend=args.backend,
         fast=not args.plain, vs=vs, rounds=args.rounds, iters=args.iters, warmup=args.warmup,
-        round_seconds=args.round_seconds, model_options=dict(_parse_option(o) for o in args.option),
+        round_seconds=args.round_seconds, model_options=dict(parse_option(o) for o in args.option),
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
 """The inspection commands of the ``cnnzoo`` command line: ``summary``, ``shape`` and ``visualize``.
 
 ``cnnzoo.cli`` calls :func:`register` with its sub-parsers. Each handler returns the exit code; a
-:class:`~cnnzoo.errors.CnnzooError` raised here is printed by ``cnnzoo.cli.main`` (exit code 2).
+:class:`~cnnzoo.errors.CnnzooError` raised here is printed by ``cnnzoo.cli.main`` (exit code 2). The size
+and padding parsers are shared, in :mod:`cnnzoo.cli.options`.
 """
 
 from __future__ import annotations
@@ -10,46 +11,13 @@ import argparse
 import json
 from typing import Any
 
-from .shapes import conv_output, receptive_fields
-from .summary import summary
-from .visualize import visualize
-from .walk import explain_layer, walk
+from ..shapes import conv_output, receptive_fields
+from ..summary import summary
+from ..visualize import visualize
+from ..walk import explain_layer, walk
+from .options import parse_input_size, parse_padding, positive
 
-__all__ = ["register", "parse_input_size", "parse_padding"]
-
-
-def parse_input_size(text: str) -> int | tuple[int, ...]:
-    """``3x224x224`` -> (3, 224, 224); ``224x224`` -> (224, 224); ``224`` -> 224."""
-    try:
-        values = tuple(int(v) for v in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        values = ()
-    if len(values) not in (1, 2, 3) or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW (3x224x224), HxW (224x224) or one size (224), all positive; got {text!r}")
-    return values[0] if len(values) == 1 else values
-
-
-def parse_padding(text: str) -> int | str | tuple[int, int]:
-    """``3`` -> 3, ``same`` / ``valid``, ``0,1`` -> (0, 1) (before, after)."""
-    if text in ("same", "valid"):
-        return text
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) not in (1, 2) or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected a padding like 3, 0,1 (before, after), same or valid; got {text!r}")
-    return values[0] if len(values) == 1 else values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+__all__ = ["register"]
 
 
 # --- handlers ----------------------------------------------------------------------------------------
@@ -119,12 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="a zoo model (cnnzoo list)")
     p.add_argument("--input", type=parse_input_size, help="input size CxHxW, HxW or one side (default: the model's native size)")
-    p.add_argument("--depth", type=_positive, help="fold blocks nested deeper than this into one row (1: the model's children)")
+    p.add_argument("--depth", type=positive, help="fold blocks nested deeper than this into one row (1: the model's children)")
     p.add_argument("--style", choices=("torch", "keras"), default="torch",
                    help="torch: module paths, sum(p.numel()); keras: Keras names, types and (None, H, W, C) shapes, "
                    "BatchNorm statistics as non-trainable params")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--batch-size", type=_positive, default=1, help="images per forward pass (MACs and activation memory scale with it)")
+    p.add_argument("--batch-size", type=positive, default=1, help="images per forward pass (MACs and activation memory scale with it)")
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="trace in eval (default) or train mode")
     p.set_defaults(func=cmd_summary)
 
@@ -137,11 +105,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", nargs="?", help="a zoo model to walk")
     p.add_argument("--input", type=parse_input_size, help="the model's input, CxHxW, HxW or one side (default: native)")
-    p.add_argument("--size", type=_positive, help="one layer: input height (= width)")
-    p.add_argument("--kernel", type=_positive, help="one layer: kernel size")
-    p.add_argument("--stride", type=_positive, default=1)
+    p.add_argument("--size", type=positive, help="one layer: input height (= width)")
+    p.add_argument("--kernel", type=positive, help="one layer: kernel size")
+    p.add_argument("--stride", type=positive, default=1)
     p.add_argument("--padding", type=parse_padding, default=0, help="3, 0,1 (before, after), same or valid")
-    p.add_argument("--dilation", type=_positive, default=1)
+    p.add_argument("--dilation", type=positive, default=1)
     p.add_argument("--ceil-mode", action="store_true", help="round up, as pooling with ceil_mode=True")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_shape)
@@ -155,6 +123,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="NAME_OR_CHECKPOINT", help="a zoo model, or a checkpoint file or run folder")
     p.add_argument("--image", required=True, help="an image file (PNG, JPEG ...)")
     p.add_argument("--out", required=True, help="directory to write the PNGs to (created if missing)")
-    p.add_argument("--size", type=_positive, help="square input side (default: the model's native size)")
-    p.add_argument("--channels", type=_positive, default=8, help="feature maps shown per stage (default 8)")
+    p.add_argument("--size", type=positive, help="square input side (default: the model's native size)")
+    p.add_argument("--channels", type=positive, default=8, help="feature maps shown per stage (default 8)")
     p.set_defaults(func=cmd_visualize)

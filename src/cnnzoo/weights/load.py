@@ -16,7 +16,7 @@ format                  what                                                   r
 
 State dicts are matched by key: cnnzoo's own names, or torchvision's, renamed by the model's
 ``ModelInfo.torchvision_key`` (timm's ResNets use torchvision's names). Keras files are placed layer
-by layer by :mod:`cnnzoo.compat.keras`. Whatever the source, one strict load follows, and every
+by layer by :mod:`cnnzoo.weights.keras`. Whatever the source, one strict load follows, and every
 missing key, unexpected key and shape mismatch is listed by name.
 
 Why nothing runs: safetensors and HDF5 hold arrays only. A pickle (``.pth``) is read by
@@ -42,7 +42,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .compat.keras import (
+from ..errors import WeightsError
+from ..registry import get_model_info, list_models
+from .cnnzoo_format import read_metadata, resolve_checkpoint
+from .keras import (
     HDF5_MAGIC,
     convert_bn_momentum,
     is_keras_archive,
@@ -51,8 +54,7 @@ from .compat.keras import (
     read_keras_file,
     zoo_keras_name_map,
 )
-from .compat.torchvision import load_state_dict_checked
-from .errors import WeightsError
+from .state_dict import load_state_dict_checked, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +236,6 @@ def _find_state_dict(obj: Any, path: Path, notes: list[str]) -> dict[str, torch.
 
 
 def _model_info(model: nn.Module):
-    from .registry import get_model_info, list_models
-
     info = getattr(model, "info", None)
     name = getattr(model, "model_name", None)
     return info if info is not None else (get_model_info(name) if name in list_models() else None)
@@ -266,8 +266,6 @@ def load_pretrained(model: nn.Module, path: str | Path, *, sha256: str | None = 
     its own, freshly initialised classifier and load everything else; without it a different head is
     an error that says so.
     """
-    from .checkpoint import resolve_checkpoint, unwrap
-
     model = unwrap(model)  # DDP / torch.compile wrappers: load into the model inside
     path = _require_file(resolve_checkpoint(path) if Path(path).is_dir() else path)
     name = getattr(model, "model_name", type(model).__name__)
@@ -296,13 +294,11 @@ def load_pretrained(model: nn.Module, path: str | Path, *, sha256: str | None = 
 
 
 def _check_cnnzoo_model(path: Path, name: str) -> None:
-    from .checkpoint import read_metadata
-
     args = read_metadata(path)["model_args"]
     if args.get("name") != name:
         raise WeightsError(
             f"{path}: a cnnzoo checkpoint of {args.get('name')}, not of {name}. Build {args.get('name')}, or let "
-            "cnnzoo.checkpoint.load_model(path) rebuild the model from the checkpoint's own arguments."
+            "cnnzoo.load_model(path) rebuild the model from the checkpoint's own arguments."
         )
 
 
@@ -346,44 +342,3 @@ def _is_head(model: nn.Module, key: str, mine: torch.Tensor, theirs: torch.Tenso
     except AttributeError:
         return False
     return isinstance(module, nn.Linear) and attr in ("weight", "bias") and mine.shape[1:] == theirs.shape[1:]
-
-
-# --------------------------------------------------------------------------------------------------
-# Converting to a cnnzoo checkpoint
-# --------------------------------------------------------------------------------------------------
-
-
-def convert(
-    source: str | Path,
-    dest: str | Path,
-    model_name: str,
-    *,
-    num_classes: int | None = None,
-    sha256: str | None = None,
-    reset_head: bool = False,
-    **options: Any,
-) -> LoadReport:
-    """Write a cnnzoo checkpoint ``dest`` (.safetensors) of ``model_name`` from any accepted weights file.
-
-    The checkpoint's metadata holds the model's arguments (so ``cnnzoo.checkpoint.load_model`` rebuilds
-    it), where the weights came from (file name, format, SHA-256, notes) and the model's preprocessing.
-    """
-    from .checkpoint import save_weights
-    from .registry import create_model, get_model_info
-
-    source, dest = Path(source), Path(dest)
-    if dest.suffix != ".safetensors":
-        raise WeightsError(f"{dest}: a cnnzoo checkpoint is a .safetensors file; name it {dest.with_suffix('.safetensors')}")
-    if dest.exists() and source.exists() and dest.resolve() == source.resolve():
-        raise WeightsError(f"{dest}: the destination is the source file; write the checkpoint elsewhere")
-    info = get_model_info(model_name)
-    num_classes = info.num_classes if num_classes is None else num_classes
-    model = create_model(model_name, num_classes, **options)
-    report = load_pretrained(model, source, sha256=sha256, reset_head=reset_head)
-    model_args = dict(name=model_name, num_classes=num_classes, in_chans=info.input_size[0], **options)
-    extra = {
-        "converted_from": {"file": source.name, "format": report.format, "sha256": report.sha256 or file_sha256(source), "notes": report.notes},
-        "preprocessing": {"mean": list(info.mean), "std": list(info.std), "image_size": info.input_size[1], "channel_order": info.channel_order},
-    }
-    save_weights(dest, model, model_args, extra=extra)
-    return report

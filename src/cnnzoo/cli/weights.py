@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_train import _parse_option
-from .errors import WeightsError
+from ..errors import WeightsError
+from .options import add_model_options, parse_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,22 +47,22 @@ def _add_loading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, help="build the model with this many classes (default: the model's own)")
     p.add_argument("--reset-head", action="store_true", help="if the file's classifier has another number of classes, keep a new one")
     p.add_argument("--sha256", help="refuse the weights file unless its SHA-256 (or a prefix of 8+ hex digits) matches")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. --option aux_logits=true")
+    add_model_options(p)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .weights import convert
+    from ..factory import convert
 
-    options = dict(_parse_option(o) for o in args.option)
+    options = dict(parse_option(o) for o in args.option)
     report = convert(args.source, args.dest, args.model, num_classes=args.num_classes, sha256=args.sha256, reset_head=args.reset_head, **options)
     print(f"read {report}")
     size = Path(args.dest).stat().st_size / 1e6
-    print(f"wrote {args.dest}: cnnzoo checkpoint of {args.model} ({size:.1f} MB); load it with cnnzoo.checkpoint.load_model")
+    print(f"wrote {args.dest}: cnnzoo checkpoint of {args.model} ({size:.1f} MB); load it with cnnzoo.load_model")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import FORMATS, export_metadata, export_model
+    from ..export import FORMATS, export_metadata, export_model
 
     model, metadata, default_out = _model_to_export(args)
     out = Path(args.out) if args.out else default_out.with_suffix(FORMATS[args.format])
@@ -76,9 +76,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _model_to_export(args: argparse.Namespace):
     """(model, metadata overrides, default output path) for a checkpoint, a run folder or a model name."""
-    from .checkpoint import load_model, read_metadata, resolve_checkpoint
-    from .registry import create_model
-    from .weights import FORMATS, detect_format, load_pretrained, verify_sha256
+    from ..checkpoint import read_metadata, resolve_checkpoint
+    from ..factory import create_model, load_model
+    from ..weights import FORMATS, detect_format, load_pretrained, verify_sha256
 
     target = Path(args.model)
     if target.exists():
@@ -102,7 +102,7 @@ def _model_to_export(args: argparse.Namespace):
         raise WeightsError(f"{target}: no such file or run folder")
     if args.sha256 and not args.weights:
         raise ValueError("--sha256 checks the --weights file: give --weights too")
-    options = dict(_parse_option(o) for o in args.option)
+    options = dict(parse_option(o) for o in args.option)
     model = create_model(args.model, args.num_classes, **options)
     if args.weights:
         print(f"read {load_pretrained(model, args.weights, sha256=args.sha256, reset_head=args.reset_head)}")

@@ -1,0 +1,269 @@
+"""INT8 on the CPU: cnnzoo's ONNX Runtime INT8 models against torchvision eager fp32, and what INT8 costs in accuracy.
+
+Speed. For each model and batch, three contenders run on the same random images in one process, with the
+same threads (``--threads``: PyTorch's and ONNX Runtime's intra-op threads): torchvision's model eager in
+fp32 (NCHW, as it runs out of the box), the cnnzoo model exported to ONNX and run by ONNX Runtime in fp32,
+and that export quantized by :func:`cnnzoo.quantize.quantize_onnx` (QDQ, u8s8, 7-bit per-channel weights,
+minmax calibration on 16 smooth random images: speed does not depend on the calibration). All are built and
+warmed up first; then ``--rounds`` rounds, each contender running about ``--round-seconds`` per round in an
+order rotated from round to round, so a busy neighbour slows all of them alike. The ratio INT8 / torchvision
+is taken within each round; the median is reported with every round's. For resnet50 the INT8 session's time
+per op type comes from ONNX Runtime's profiler (``profile``), to say where the time goes.
+
+Accuracy. A LeNet-5 trained as ``cnnzoo train lenet5`` does (mnist5k, 30 epochs), and a resnet20 trained on
+a generated image folder (10 classes of coloured shapes on noisy backgrounds, 32x32 PNGs, ImageNet layout),
+each quantized with calibration images from its run folder's training split
+(:func:`cnnzoo.quantize.calibration_batch`) and checked on the held-out split
+(:func:`cnnzoo.quantize.compare_accuracy`). Run folders are kept in ``--work`` and reused.
+
+    python benchmarks/int8_bench.py                      # appends a run to benchmarks/results/int8_bench.json
+    python benchmarks/int8_bench.py --only speed --cases resnet18:32
+
+Each invocation is appended to the JSON's ``runs`` (``--fresh`` starts the file over), with the load average
+(``os.getloadavg()``) at its start and end: on a shared machine, compare runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+
+import cnnzoo  # noqa: E402
+from cnnzoo import quantize as q  # noqa: E402
+from cnnzoo.bench import environment  # noqa: E402
+from cnnzoo.export import export_model  # noqa: E402
+
+DEFAULT_CASES = "resnet50:32,resnet50:1,resnet18:32,resnet18:1,googlenet:4,inception_v3:4,vgg16:4,alexnet:4"
+TARGETS = {("resnet50", 32): 4.0, ("resnet50", 1): 3.0}  # issue 15: INT8 / torchvision eager fp32
+SHAPES = ("circle", "square", "triangle", "cross", "hbars", "vbars", "ring", "diagonal", "dots", "checker")
+
+
+# --------------------------------------------------------------------------------------------------
+# Speed
+# --------------------------------------------------------------------------------------------------
+
+
+def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = F.interpolate(torch.randn(n, 3, 4, 4, generator=g), size=(size, size), mode="bilinear", align_corners=False)
+    return low + 0.3 * torch.randn(n, 3, size, size, generator=g)
+
+
+def build_contenders(name: str, batch: int, threads: int, work: Path) -> tuple[dict[str, Callable[[], object]], dict]:
+    """torchvision eager fp32, ORT fp32 and ORT INT8 for ``name``, each a no-argument step on one fixed batch."""
+    size = cnnzoo.get_model_info(name).input_size[1]
+    x = smooth_images(batch, size, seed=1)
+    fp32_path, int8_path = work / f"{name}.onnx", work / f"{name}.int8.onnx"
+    t0 = time.perf_counter()
+    export_model(cnnzoo.create_model(name).eval(), fp32_path, image_size=size, dynamic_batch=True)
+    t1 = time.perf_counter()
+    report = q.quantize_onnx(fp32_path, int8_path, smooth_images(16, size, seed=0))
+    t2 = time.perf_counter()
+    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    tv = getattr(torchvision.models, name)(weights=None, **kwargs).eval().requires_grad_(False)
+    sessions = {k: q.inference_session(p, threads=threads) for k, p in (("ort_fp32", fp32_path), ("ort_int8", int8_path))}
+    xn = x.numpy()
+
+    def torchvision_step():
+        with torch.inference_mode():
+            return tv(x)
+
+    steps = {"torchvision_fp32": torchvision_step}
+    steps.update({k: (lambda s=s: s.run(None, {"images": xn})) for k, s in sessions.items()})
+    info = dict(input_size=size, export_s=t1 - t0, quantize_s=t2 - t1, int8_report=str(report), int8_mb=report.int8_bytes / 1e6,
+                fp32_mb=report.fp32_bytes / 1e6, int8_path=str(int8_path))  # fmt: skip
+    return steps, info
+
+
+def alternate_rounds(steps: dict[str, Callable[[], object]], batch: int, rounds: int, round_seconds: float) -> dict[str, list[float]]:
+    """Images per second of each step, one figure per round, the order rotated each round (see module docstring)."""
+    iters = {}
+    for name, step in steps.items():
+        step()  # first call: allocations, ORT's kernel selection
+        t0 = time.perf_counter()
+        step()
+        iters[name] = max(1, round(round_seconds / (time.perf_counter() - t0)))
+    names, rates = list(steps), defaultdict(list)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            for _ in range(iters[name]):
+                steps[name]()
+            rates[name].append(batch * iters[name] / (time.perf_counter() - t0))
+    return dict(rates)
+
+
+def profile_ops(path: str, batch: int, size: int, threads: int, runs: int = 5) -> dict[str, float]:
+    """Share of the INT8 session's kernel time per op type, from ONNX Runtime's profiler (top 8)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "int8")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        xn = smooth_images(batch, size, seed=1).numpy()
+        for _ in range(runs):
+            session.run(None, {"images": xn})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            totals[e["args"].get("op_name", "?")] += e["dur"]
+    total = sum(totals.values()) or 1.0
+    return {op: round(t / total, 3) for op, t in sorted(totals.items(), key=lambda kv: -kv[1])[:8]}
+
+
+def speed_case(name: str, batch: int, args, work: Path) -> dict:
+    steps, info = build_contenders(name, batch, args.threads, work)
+    load_start = os.getloadavg()
+    rates = alternate_rounds(steps, batch, args.rounds, args.round_seconds)
+    base = rates["torchvision_fp32"]
+    ratios = {k: [a / b for a, b in zip(v, base)] for k, v in rates.items() if k != "torchvision_fp32"}
+    row = dict(
+        model=name, batch=batch, **info, images_per_s={k: statistics.median(v) for k, v in rates.items()},
+        images_per_s_per_round=rates, ratio_vs_torchvision={k: statistics.median(v) for k, v in ratios.items()},
+        ratio_vs_torchvision_per_round=ratios,
+        int8_vs_ort_fp32=statistics.median([a / b for a, b in zip(rates["ort_int8"], rates["ort_fp32"])]),
+        target=TARGETS.get((name, batch)), load_average=[round(v, 2) for v in load_start + os.getloadavg()],
+    )  # fmt: skip
+    if name == "resnet50":
+        row["int8_time_by_op"] = profile_ops(info["int8_path"], batch, info["input_size"], args.threads)
+    print(f"{name} batch {batch}: INT8 {row['images_per_s']['ort_int8']:.1f} img/s, ORT fp32 {row['images_per_s']['ort_fp32']:.1f}, "
+          f"torchvision {row['images_per_s']['torchvision_fp32']:.1f}: INT8/torchvision {row['ratio_vs_torchvision']['ort_int8']:.2f}x "
+          f"(rounds {', '.join(f'{r:.2f}' for r in ratios['ort_int8'])}), INT8/ORT fp32 {row['int8_vs_ort_fp32']:.2f}x, "
+          f"load {row['load_average'][0]:.1f}", flush=True)  # fmt: skip
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# Accuracy
+# --------------------------------------------------------------------------------------------------
+
+
+def shape_image(kind: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A ``size`` x ``size`` RGB uint8 image: shape ``SHAPES[kind]`` in a random colour, place and size, on noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cy, cx = rng.uniform(10, size - 10, 2)
+    r = rng.uniform(5, 10)
+    dy, dx = yy - cy, xx - cx
+    period = rng.uniform(4, 7)
+    masks = {
+        "circle": dy**2 + dx**2 < r**2,
+        "square": (abs(dy) < r * 0.8) & (abs(dx) < r * 0.8),
+        "triangle": (dy < r * 0.7) & (dy > -r) & (abs(dx) < (dy + r) * 0.6),
+        "cross": ((abs(dy) < 2) & (abs(dx) < r)) | ((abs(dx) < 2) & (abs(dy) < r)),
+        "hbars": (yy % period) < period / 2,
+        "vbars": (xx % period) < period / 2,
+        "ring": abs(np.sqrt(dy**2 + dx**2) - r) < 1.8,
+        "diagonal": ((yy + xx) % period) < period / 2,
+        "dots": ((yy % 8) - 4) ** 2 + ((xx % 8) - 4) ** 2 < 4,
+        "checker": ((yy // 6 + xx // 6) % 2) == 0,
+    }
+    background = rng.uniform(0, 120, 3) + rng.normal(0, 20, (size, size, 3))
+    image = np.where(masks[SHAPES[kind]][..., None], rng.uniform(130, 255, 3), background)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_shapes_folder(root: Path, train_per_class: int, val_per_class: int, seed: int = 0) -> Path:
+    """A CIFAR-sized ImageNet-layout folder (train/CLASS/*.png, val/CLASS/*.png) of :func:`shape_image` images."""
+    from torchvision.io import write_png
+
+    if (root / "val" / SHAPES[-1]).is_dir():
+        return root
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for kind, cls in enumerate(SHAPES):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                write_png(torch.from_numpy(shape_image(kind, rng)).permute(2, 0, 1).contiguous(), str(root / split / cls / f"{i}.png"))
+    return root
+
+
+def trained_run(out: Path, **config) -> tuple[Path, float]:
+    """Train into ``out`` unless a finished run is there; (run folder, seconds spent training)."""
+    if (out / "best.json").is_file():
+        return out, 0.0
+    from cnnzoo.train import TrainConfig, train
+
+    t0 = time.perf_counter()
+    train(TrainConfig(out=str(out), progress=False, **config))
+    return out, time.perf_counter() - t0
+
+
+def accuracy_case(name: str, run: Path, train_s: float, work: Path) -> dict:
+    model = cnnzoo.load_model(run)
+    calibration = q.calibration_batch(run, q.DEFAULT_CALIBRATION_IMAGES)
+    images, labels = q.held_out_batch(run)
+    report = q.quantize_model(model, work / f"{name}-trained.int8.onnx", calibration)
+    check = q.compare_accuracy(model, report.path, images, labels)
+    print(f"{name} ({run}): {check}", flush=True)
+    return dict(model=name, run=str(run), train_s=train_s, data=json.loads((run / "config.json").read_text())["data"],
+                quantize=str(report), **check.as_dict())  # fmt: skip
+
+
+def accuracy(args, work: Path) -> list[dict]:
+    rows = []
+    lenet, seconds = trained_run(work / "lenet5", model="lenet5")  # `cnnzoo train lenet5`: mnist5k, 30 epochs
+    rows.append(accuracy_case("lenet5", lenet, seconds, work))
+    folder = make_shapes_folder(work / "shapes", args.shapes_train, args.shapes_val)
+    resnet, seconds = trained_run(work / "resnet20", model="resnet20", data=f"folder:{folder}", image_size=32,
+                                  epochs=args.resnet20_epochs, workers=2)  # fmt: skip
+    rows.append(accuracy_case("resnet20", resnet, seconds, work))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default=DEFAULT_CASES, help="MODEL:BATCH,... for the speed part")
+    p.add_argument("--only", choices=("speed", "accuracy"), help="run one part only")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--round-seconds", type=float, default=1.5)
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "cnnzoo-int8-bench"), help="exports and run folders")
+    p.add_argument("--shapes-train", type=int, default=300, help="training images per class of the shapes folder")
+    p.add_argument("--shapes-val", type=int, default=50)
+    p.add_argument("--resnet20-epochs", type=int, default=15)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "int8_bench.json"))
+    p.add_argument("--fresh", action="store_true", help="start the JSON file over instead of appending this run")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    run = dict(env=environment("cpu"), threads=args.threads, rounds=args.rounds, round_seconds=args.round_seconds)
+    if args.only != "accuracy":
+        cases = [(m, int(b)) for m, b in (c.split(":") for c in args.cases.split(","))]
+        run["speed"] = [speed_case(m, b, args, work) for m, b in cases]
+    if args.only != "speed":
+        run["accuracy"] = accuracy(args, work)
+    run["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    out = Path(args.out)
+    old = [] if args.fresh or not out.is_file() else json.loads(out.read_text()).get("runs", [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(dict(runs=old + [run]), indent=1)
+    out.write_text(text)
+    print(json.dumps(run, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
