@@ -84,6 +84,10 @@ def test_shape_of_one_layer(capsys):
         "   = 112.5",
         "223 is not a multiple of 2: rounded down to 112, leaving 1 pixel at the end of the padded input uncovered",
         "Receptive field: each output pixel sees 7x7 input pixels; neighbouring outputs are 2 input pixels apart (jump 2).",
+        "Nearest fixes (the division must come out whole):",
+        "  padding (before, after) = (2, 3) gives OH = 112",
+        "  padding (before, after) = (3, 4) gives OH = 113",
+        "  stride 1 gives OH = 224",
     ]
     code, out, _ = run(capsys, "shape", "--size", "224", "--kernel", "3", "--stride", "2", "--padding", "same", "--format", "json")
     assert code == 0 and json.loads(out)["output"] == 112 and json.loads(out)["receptive_field"] == 3

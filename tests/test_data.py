@@ -24,7 +24,6 @@ from cnnzoo.data import (
     mnist5k_split,
     normalize_batch,
 )
-from cnnzoo.data.folder import _EXIF
 from cnnzoo.errors import CnnzooError
 
 from . import data_fixtures as fx
@@ -343,7 +342,6 @@ def test_folder_errors_name_the_path(tmp_path):
         load_data(f"folder:{tmp_path / 'nowhere'}")
 
 
-@pytest.mark.skipif(not _EXIF, reason="this torchvision cannot apply EXIF orientation")
 def test_folder_applies_exif_orientation(tmp_path):
     image = np.zeros((20, 40, 3), dtype=np.uint8)
     image[:, :20] = 255  # left half white: wide, so a 90-degree turn is visible in the shape

@@ -89,7 +89,8 @@ def test_encoded_images_leave_jpegs_encoded_and_decode_the_rest(mixed_folder):
 
 def test_a_bad_jpeg_costs_only_itself(mixed_folder):
     good = fx.jpeg_bytes(smooth(40, 40, 30))
-    (mixed_folder / "train/c0/bad.jpg").write_bytes(good[: len(good) // 3])  # JPEG magic, then cut short
+    scan = good.index(b"\xff\xda")  # start of scan: the header is whole, the image data is cut short
+    (mixed_folder / "train/c0/bad.jpg").write_bytes(good[: (scan + len(good)) // 2])
     (mixed_folder / "train/c0/empty.jpg").write_bytes(b"")
     splits = load_data(f"folder:{mixed_folder}", image_size=24)
     dataset = EncodedImages(splits.train)

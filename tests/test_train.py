@@ -460,7 +460,7 @@ def test_out_of_range_options_are_refused_before_anything_is_written(tmp_path, c
         (dict(batch_size=0), "batch_size: 0 is not allowed (must be >= 1)"),
         (dict(warmup=-1), "warmup: -1 is not allowed (must be >= 0)"),
         (dict(epochs=2.5), "epochs: 2.5 is not allowed (must be an integer)"),
-        (dict(opt="adam"), "opt: 'adam' is not allowed (must be one of sgd, adamw)"),
+        (dict(opt="adam"), "opt: 'adam' is not allowed (must be one of sgd, sgd_nesterov, rmsprop, adamw)"),
         (dict(decode="gpu"), "decode: 'gpu' is not allowed (must be one of auto, workers, device)"),
     ]:
         with pytest.raises(TrainOptionError) as e:

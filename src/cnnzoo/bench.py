@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .factory import create_model
+from .options import check_option, resolve_device
 from .registry import get_model_info
 
 __all__ = ["benchmark", "benchmark_data", "environment", "LIBRARIES"]
@@ -427,13 +428,16 @@ def benchmark(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for name, value in (("batch_size", batch_size), ("rounds", rounds), ("iters", iters), ("round_seconds", round_seconds), ("backend", backend)):
+        check_option(name, value)
+    check_option("bench_warmup", warmup, label="warmup")
+    device = resolve_device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     _check_benchmark_args(mode, device, precision, vs, rounds, warmup, iters)
     info = get_model_info(model)
     s = Settings(
         model=model, mode=mode, device=device,
-        batch_size=batch_size or (256 if device.type == "cuda" else 16 if mode == "train" else 32),
+        batch_size=batch_size if batch_size is not None else (256 if device.type == "cuda" else 16 if mode == "train" else 32),
         input_size=_input_size(model, input_size), precision=precision, channels_last=channels_last,
         compile=compile, backend=backend, fast=fast, model_options=dict(model_options or {}),
     )  # fmt: skip
@@ -556,7 +560,9 @@ def benchmark_data(
     from . import data as datalib
     from .data.batches import channel_stats
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("workers", workers), ("batches", batches)):
+        check_option(name, value)
+    device = resolve_device(device)
     info = get_model_info(model) if model else None
     channels = info.input_size[0] if info else None
     if image_size is None and info is not None and spec.startswith("folder:"):

@@ -32,6 +32,7 @@ graph up to that layer, so backward costs only the layers above it).
 from __future__ import annotations
 
 import difflib
+import io
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,10 +47,13 @@ from torch import nn
 
 from .errors import CnnzooError, InputShapeError
 from .fileio import atomic_write
+from .options import SHARED
 
-__all__ = ["METHODS", "CamResult", "LayerOutput", "cam", "default_layer", "list_layers", "save_overlay", "to_json"]
+__all__ = [
+    "METHODS", "CamResult", "LayerOutput", "cam", "default_layer", "list_layers", "overlay_png", "save_overlay", "to_json",
+]  # fmt: skip
 
-METHODS = ("gradcam", "gradcam++", "layercam", "scorecam")
+METHODS = SHARED["cam_method"].allowed.choices  # declared with --method, which the CLI reads without torch
 _GRADCAM_PP_EPS = 1e-6  # pytorch-grad-cam's, keeps alpha finite where the gradients vanish
 
 
@@ -570,6 +574,22 @@ def save_overlay(
 
     atomic_write(npy, write_npy)
     return png, npy
+
+
+def overlay_png(
+    image: Any,
+    result: CamResult,
+    class_names: Sequence[str] | None = None,
+    *,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+) -> bytes:
+    """The picture :func:`save_overlay` writes, as PNG bytes: for a page that carries its pictures inline
+    (``cnnzoo report``), where a file per image would be one more thing to lose."""
+    buffer = io.BytesIO()
+    fig = _overlay_figure(_display_image(image, result.heatmap.shape), result, class_names, alpha, colormap)
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def _overlay_figure(

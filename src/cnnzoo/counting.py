@@ -6,6 +6,11 @@
   of which 53,120 are BN statistics, while torchvision-style counting would give 25,583,592.
 
 Shared parameters are counted once in both.
+
+Trainable means ``requires_grad``: freeze a backbone (``p.requires_grad = False``) and its parameters
+move to non-trainable, exactly as Keras moves the weights of layers with ``trainable = False`` (a frozen
+BatchNorm's gamma and beta too); in keras style non-trainable is then the frozen parameters plus every
+BatchNorm's moving statistics, which Keras never trains.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import atomic_write
-from .errors import CnnzooError, InputShapeError
+from .errors import CnnzooError, InputShapeError, OptionError
+from .fileio import atomic_write, safe_output
+from .options import check_option
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4
@@ -68,13 +69,20 @@ class ExportReport:
 def export_metadata(model: nn.Module, **overrides: Any) -> dict[str, Any]:
     """What the exported file should say about ``model``: name, arguments, preprocessing (``overrides`` win).
 
-    Defaults come from the model's registry entry; pass ``classes``, ``mean``, ``std``, ``image_size``
-    from a trained checkpoint's metadata.
+    Defaults come from the model's registry entry, then from its published weights when it was built
+    with ``pretrained=`` (``model.pretrained``: the class names, the evaluation resize/crop/interpolation,
+    mean, std, channel order, and the entry's name); pass ``classes``, ``mean``, ``std``, ``image_size``
+    (and the rest of a :class:`~cnnzoo.pretrained.Preprocessing`) from a checkpoint's metadata.
     """
     info = getattr(model, "info", None)
     meta: dict[str, Any] = {"model": getattr(model, "model_name", type(model).__name__)}
     if info is not None:
         meta.update(mean=list(info.mean), std=list(info.std), channel_order=info.channel_order, image_size=info.input_size[1])
+    entry = getattr(model, "pretrained", None)
+    if entry is not None:
+        meta.update(entry.preprocessing.as_dict(), pretrained=entry.name)
+        if entry.categories and entry.num_classes == getattr(model, "num_classes", None):  # not a replaced head
+            meta["classes"] = list(entry.categories)
     meta.update({k: v for k, v in overrides.items() if v is not None})
     return meta
 
@@ -88,18 +96,23 @@ def export_model(
     dynamic_batch: bool = False,
     opset: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> ExportReport:
     """Export ``model`` (switched to eval mode) to ``path`` and check the file against it.
 
     ``image_size`` defaults to ``metadata["image_size"]``, else the model's native size. ``opset``
     defaults to the exporter's (``torch.onnx``'s newest tested opset). ``metadata`` defaults to
     :func:`export_metadata`; ONNX files store it in ``metadata_props``, TorchScript files as the extra
-    file ``cnnzoo.json``.
+    file ``cnnzoo.json``. ``path`` is checked first (:func:`cnnzoo.fileio.safe_output`): an existing file is
+    replaced only with ``force`` and only by the same kind of file; a folder or a device never.
     """
     if format not in FORMATS:
         raise ValueError(f"export format {format!r}: expected one of {', '.join(FORMATS)}")
     if opset is not None and format != "onnx":
         raise ValueError("--opset applies to ONNX exports only")
+    check_option("image_size", image_size)
+    _check_opset(opset)
+    path = safe_output(path, force=force, kind=format)  # before any work: a refused path costs nothing
     start = time.perf_counter()
     model = model.eval()
     name = getattr(model, "model_name", type(model).__name__)
@@ -108,6 +121,9 @@ def export_model(
     in_chans = getattr(model, "in_chans", None)
     if size is None or in_chans is None:
         raise ValueError(f"{name}: give image_size (and use a zoo model, which knows its input channels)")
+    least = getattr(model, "min_size", 1)
+    if size < least:  # torch.export would fail deep in a layer, in words that do not say why
+        raise InputShapeError(f"{name} takes inputs of at least {least}x{least} pixels; image_size {size} is smaller (use {least} or more)")
     meta["image_size"] = size
     # Batch 2 for a dynamic export: torch.export would specialise a batch of 1 to the constant 1.
     example = _images(2 if dynamic_batch else 1, in_chans, size)
@@ -134,6 +150,17 @@ def export_model(
     )
 
 
+def _check_opset(opset: int | None) -> None:
+    """The declared range (--opset >= 18), and at most the newest opset the installed onnx knows."""
+    check_option("opset", opset)
+    if opset is not None:
+        import onnx
+
+        newest = onnx.defs.onnx_opset_version()
+        if opset > newest:
+            raise OptionError("opset", opset, f"an integer >= 18 and <= {newest}, the newest the installed onnx {onnx.__version__} knows")
+
+
 def _images(batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
@@ -158,9 +185,12 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
         raise ExportError(f"ONNX export needs the packages onnx and onnxscript ({e}); pip install onnx onnxscript onnxruntime") from None
     except Exception as e:
         raise ExportError(f"{name}: ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    written = program.model.opset_imports[""]
+    if opset is not None and written != opset:  # the exporter keeps its own opset when it cannot convert
+        raise ExportError(f"{name}: ONNX opset {opset} was asked for, but the exporter could only write opset {written} for this model; leave --opset out, or give {written}")
     program.model.metadata_props.update({f"cnnzoo.{k}": json.dumps(v) for k, v in meta.items()})
     atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
-    return program.model.opset_imports[""]
+    return written
 
 
 def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, meta: Mapping[str, Any]) -> None:

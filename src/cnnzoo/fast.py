@@ -42,6 +42,7 @@ import torch
 from torch import fx, nn
 
 from .layers import BatchNorm2dNoScale
+from .options import SHARED
 
 __all__ = [
     "BACKENDS",
@@ -54,7 +55,7 @@ __all__ = [
     "pick_backend",
 ]
 
-BACKENDS = ("auto", "eager", "inductor", "onnxruntime")
+BACKENDS = SHARED["backend"].allowed.choices  # declared with the --backend flag, which the CLI reads without torch
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # The BatchNorm types whose eval-mode forward is exactly the affine map above. Exact types, not

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CnnzooError, WeightsError
+from .errors import DigestMismatchError, DownloadError, OfflineError, WeightsError
 from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,8 @@ _SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,254}")
 _OWN_SUFFIXES = (".partial", ".lock")
 
 
-class DownloadError(CnnzooError, OSError):
-    """A file could not be fetched: network failure, HTTP error, or offline mode without a cached copy."""
-
-
-class DigestMismatchError(DownloadError):
-    """The downloaded bytes do not have the pinned digest; nothing was kept."""
-
-
-class OfflineError(DownloadError):
-    """``CNNZOO_OFFLINE`` is set and the file is not cached."""
+# DownloadError, DigestMismatchError and OfflineError live in errors.py (the floor every room may import);
+# they stay importable from here, where they are raised.
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,6 +141,11 @@ def file_name_from_url(url: str) -> str:
     check_url(url)
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
     return check_file_name(name, f"{url}: the file name {name!r} taken from the URL's path")
+
+
+def is_url(text: object) -> bool:
+    """Whether ``text`` is written as a URL (``scheme://...``), not a path; :func:`check_url` says if it is usable."""
+    return isinstance(text, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
 def check_url(url: str) -> str:

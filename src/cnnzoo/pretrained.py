@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hub
-from .errors import UnknownModelError, WeightsError
+from .errors import UnknownPretrainedError, WeightsError
 from .pretrained_keras import (
     CAFFE_MEAN_BGR_255,
     KERAS_FILES,
@@ -68,10 +68,6 @@ _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 DEFAULT_TAG = "DEFAULT"
 
 
-class UnknownPretrainedError(UnknownModelError):
-    """A zoo model without published weights, or a tag the model does not have."""
-
-
 @dataclass(frozen=True)
 class Preprocessing:
     """How images are fed to the weights at evaluation, for the cnnzoo model.
@@ -94,6 +90,19 @@ class Preprocessing:
     def input_size(self) -> int:
         """The side of the square the network sees."""
         return self.crop if self.crop is not None else self.resize
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples) for JSON: checkpoint and ONNX metadata, ``--json`` output."""
+        data = asdict(self)
+        data.update(mean=list(self.mean), std=list(self.std), image_size=self.input_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        """The inverse of :meth:`as_dict` (extra keys such as ``image_size`` are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,11 @@ def _torchvision_preprocessing(info: ModelInfo, weights: Any) -> Preprocessing:
 def _number(value: Any) -> float | None:
     """torchvision writes NaN for scores it has not measured (VGG16's feature-only weights)."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1K class names in class-index order ("tench", ..., "tabby" at 281, ...)."""
+    return _imagenet_categories()
 
 
 def _imagenet_categories() -> tuple[str, ...]:
@@ -480,6 +494,15 @@ def _registered_digest(url: str, sha256: str | None, md5: str | None, base: Pret
     )
 
 
+def preprocessing_of_model(model: str, *, keras: bool = False) -> Preprocessing:
+    """How to feed a weights file of ``model`` that is in no table: Keras' ``preprocess_input`` for a Keras file
+    of a model with a Keras twin, otherwise the model's own normalisation with torchvision's usual crop."""
+    info = get_model_info(model)
+    if keras and info.keras in KERAS_PREPROCESSING_MODE:
+        return keras_preprocessing(info.keras)
+    return _preprocessing_from_info(info)
+
+
 def _preprocessing_from_info(info: ModelInfo) -> Preprocessing:
     """The model's own normalisation and torchvision's usual evaluation crop: the native size, resized by 1/0.875."""
     size = info.input_size[1]
@@ -496,3 +519,51 @@ def unregister_pretrained(model: str, tag: str) -> None:
         del tags[found]
         if _USER_DEFAULT.get(model) == found:
             del _USER_DEFAULT[model]
+
+
+# --------------------------------------------------------------------------------------------------
+# What create_model, convert and the command line ask of the table
+# --------------------------------------------------------------------------------------------------
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"resnet50.IMAGENET1K_V1"`` -> ``("resnet50", "IMAGENET1K_V1")``; a plain model name -> ``(name, None)``.
+
+    timm's convention for naming weights in the model argument (zoo model names hold no dot).
+    """
+    model, dot, tag = str(name).partition(".")
+    if dot and not tag:
+        raise UnknownPretrainedError(f"{name!r}: nothing after the dot; write MODEL.TAG, e.g. resnet50.IMAGENET1K_V2")
+    return model, (tag if dot else None)
+
+
+def resolve_pretrained(model: str, pretrained: bool | str | PretrainedEntry | None) -> PretrainedEntry | None:
+    """The entry ``create_model(model, pretrained=...)`` loads: None for False/None, the default for True,
+    a tag (``"IMAGENET1K_V1"``), a full name (``"resnet50.IMAGENET1K_V1"``, of this model) or an entry."""
+    if pretrained is None or pretrained is False:
+        return None
+    if isinstance(pretrained, PretrainedEntry):
+        entry = pretrained
+    elif pretrained is True:
+        entry = get_pretrained(model)
+    elif isinstance(pretrained, str):
+        named, tag = split_name(pretrained) if "." in pretrained else (model, pretrained)
+        entry = get_pretrained(named, tag)
+    else:
+        raise UnknownPretrainedError(
+            f"pretrained={pretrained!r}: expected True (the default weights), a tag such as 'IMAGENET1K_V2', or "
+            "'model.TAG' (cnnzoo weights list)"
+        )
+    if entry.model != get_model_info(model).name:
+        raise UnknownPretrainedError(f"{entry.name} are weights of {entry.model}, not of {model}")
+    return entry
+
+
+def match_file(model: str, path: str | Path) -> PretrainedEntry | None:
+    """The entry of ``model`` whose pinned digest the file at ``path`` has (a published file, any name), or None."""
+    for name in list_pretrained(model):
+        entry = get_pretrained(name)
+        digest = entry.pinned
+        if digest.matches(hub.file_digest(path, digest.algorithm)):
+            return entry
+    return None

@@ -3,8 +3,8 @@
 An exported fp32 model (:func:`cnnzoo.export.export_model`) becomes an INT8 one in three steps, all ONNX
 Runtime's own tools:
 
-1. **Pre-processing** (``onnxruntime.quantization.shape_inference.quant_pre_process``): symbolic shape
-   inference, so that every tensor's shape is known to the quantizer, and ORT's basic graph optimisation,
+1. **Pre-processing** (``onnxruntime.quantization.shape_inference.quant_pre_process``): shape inference,
+   so that every tensor's shape is known to the quantizer, and ORT's basic graph optimisation,
    which folds each BatchNorm into the convolution before it (so the folded weights are what gets quantized,
    one scale per output channel, as :func:`cnnzoo.fast.fold_batchnorm` would fold them).
 2. **Calibration**: the pre-processed model is run on calibration images, normalised as the model expects,
@@ -143,7 +143,10 @@ def _as_array(batch: Any, where: str) -> np.ndarray:
         batch = batch.detach().to("cpu", torch.float32).numpy()
     array = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
     if array.ndim != 4:
-        raise QuantizeError(f"{where}: calibration images must be float (N, C, H, W), normalised as the model expects; got shape {array.shape}")
+        raise QuantizeError(
+            f"{where}: calibration images must be float (N, C, H, W), normalised as the model expects; "
+            f"got shape {array.shape}"
+        )
     return array
 
 
@@ -159,7 +162,10 @@ def _calibration_batches(images: Any, input_shape: Sequence[int | str], batch: i
     want = tuple(input_shape[1:])
     for a in arrays:
         if a.shape[1:] != want:
-            raise QuantizeError(f"calibration images of shape {a.shape[1:]} (C, H, W), but the model takes {want}; resize them to the exported size")
+            raise QuantizeError(
+                f"calibration images of shape {a.shape[1:]} (C, H, W), but the model takes {want}; "
+                "resize them to the exported size"
+            )
         if not np.isfinite(a).all():
             raise QuantizeError("calibration images hold NaN or infinite values")
     flat = np.concatenate(arrays)
@@ -224,7 +230,8 @@ class QuantizeReport:
     def __str__(self) -> str:
         return (
             f"quantized {self.model} to {self.path} (INT8 QDQ, {self.int8_bytes / 1e6:.1f} MB, "
-            f"{self.fp32_bytes / self.int8_bytes:.1f}x smaller than fp32): {self.quantized_ops}/{self.weight_ops} conv and "
+            f"{self.fp32_bytes / self.int8_bytes:.1f}x smaller than fp32): "
+            f"{self.quantized_ops}/{self.weight_ops} conv and "
             f"matmul layers int8, weights {self.weights}{' per channel' if self.per_channel else ''}"
             f"{' (7-bit range)' if self.reduce_range else ''}, activations {self.activations}, "
             f"{self.method} calibration on {self.calibration_images:,} images, {self.seconds:.1f} s"
@@ -248,7 +255,10 @@ def _check_options(method: str, activations: str, percentile: float, calibration
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")
     if activations not in ACTIVATION_TYPES:
-        raise ValueError(f"activation type {activations!r}: expected one of {', '.join(ACTIVATION_TYPES)} (uint8 is the fast one on x86)")
+        raise ValueError(
+            f"activation type {activations!r}: expected one of {', '.join(ACTIVATION_TYPES)} "
+            "(uint8 is the fast one on x86)"
+        )
     if not 50 < percentile <= 100:
         raise ValueError(f"percentile {percentile!r}: expected a number in (50, 100], e.g. {DEFAULT_PERCENTILE}")
     if calibration_batch_size < 1:
@@ -292,21 +302,48 @@ def quantize_onnx(
     input_name, input_shape = _input_of(fp32)
     batches = _calibration_batches(calibration_images, input_shape, calibration_batch_size)
     props = {p.key: p.value for p in fp32.metadata_props}
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     extra = {"CalibStridedMinMax": 1, "CalibPercentile": percentile}  # one batch per calibration pass (see _reader)
     with tempfile.TemporaryDirectory(prefix="cnnzoo-int8-") as tmp, _quiet():
         pre, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(fp32, str(pre))
-        quantize_static(
-            str(pre), str(quantized), _reader(input_name, batches), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            reduce_range=reduce_range, activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=calibrate[method], nodes_to_exclude=list(nodes_to_exclude),
-            extra_options=extra,
-        )  # fmt: skip
+        try:
+            # ONNX's own shape inference suffices for these CNNs (every shape but the batch is fixed); ORT's
+            # symbolic one, meant for transformers' dynamic sizes, would double the pre-processing time.
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(quantized),
+                _reader(input_name, batches),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=calibrate[method],
+                nodes_to_exclude=list(nodes_to_exclude),
+                extra_options=extra,
+            )
+        except Exception as e:  # ORT's quantizer raises whatever its steps raise; say which file and step
+            raise QuantizeError(
+                f"{source}: ONNX Runtime could not quantize it ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+            ) from e
         model = onnx.load(str(quantized))
     count = sum(len(b) for b in batches)
-    quantization = dict(dtype="int8", format="QDQ", method=method, calibration_images=count, activations=activations,
-                        weights="int8", per_channel=per_channel, reduce_range=reduce_range, onnxruntime=ort.__version__)  # fmt: skip
+    quantization = dict(
+        dtype="int8",
+        format="QDQ",
+        method=method,
+        calibration_images=count,
+        activations=activations,
+        weights="int8",
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        onnxruntime=ort.__version__,
+    )
     if method == "percentile":
         quantization["percentile"] = percentile
     props["cnnzoo.quantization"] = json.dumps(quantization)
@@ -319,9 +356,21 @@ def quantize_onnx(
     name = json.loads(props.get("cnnzoo.model", json.dumps(source.stem)))
     done, total = _count_quantized(model)
     return QuantizeReport(
-        out, source, name, method, per_channel, activations, "int8", reduce_range, count, done, total,
-        source.stat().st_size, out.stat().st_size, time.perf_counter() - start,
-    )  # fmt: skip
+        out,
+        source,
+        name,
+        method,
+        per_channel,
+        activations,
+        "int8",
+        reduce_range,
+        count,
+        done,
+        total,
+        source.stat().st_size,
+        out.stat().st_size,
+        time.perf_counter() - start,
+    )
 
 
 def quantize_model(
@@ -340,7 +389,11 @@ def quantize_model(
     export (metadata defaults to the model's registry entry); ``options`` to :func:`quantize_onnx`. The fp32
     file is temporary: export with :func:`export_model` and call :func:`quantize_onnx` to keep both.
     """
-    if image_size is None and isinstance(calibration_images, (torch.Tensor, np.ndarray)) and calibration_images.ndim == 4:
+    if (
+        image_size is None
+        and isinstance(calibration_images, (torch.Tensor, np.ndarray))
+        and calibration_images.ndim == 4
+    ):
         image_size = int(calibration_images.shape[-1])
     with tempfile.TemporaryDirectory(prefix="cnnzoo-fp32-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -374,7 +427,8 @@ class AccuracyReport:
     def __str__(self) -> str:
         head = f"INT8 check on {self.images:,} held-out images: "
         if self.fp32_top1 is not None:
-            head += f"top-1 fp32 {100 * self.fp32_top1:.2f}%, int8 {100 * self.int8_top1:.2f}% ({-self.top1_drop:+.2f} points); "
+            fp32, int8 = 100 * self.fp32_top1, 100 * self.int8_top1
+            head += f"top-1 fp32 {fp32:.2f}%, int8 {int8:.2f}% ({-self.top1_drop:+.2f} points); "
         return head + f"int8 agrees with fp32 on {100 * self.agreement:.2f}%, logit cosine {self.logit_cosine:.4f}"
 
 
@@ -388,7 +442,10 @@ def centred_cosine(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -
     a = torch.as_tensor(a, dtype=torch.float64).flatten(1)
     b = torch.as_tensor(b, dtype=torch.float64).flatten(1)
     if a.shape != b.shape or len(a) < 2:
-        raise ValueError(f"centred_cosine needs two batches of the same shape, at least 2 rows; got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            "centred_cosine needs two batches of the same shape, at least 2 rows; "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     a, b = a - a.mean(0), b - b.mean(0)
     denominator = float(a.norm() * b.norm())
     return float((a * b).sum()) / denominator if denominator > 0 else 0.0
@@ -424,7 +481,9 @@ def compare_accuracy(
     """
     images = torch.as_tensor(images, dtype=torch.float32)
     if images.dim() != 4 or len(images) < 2:
-        raise ValueError(f"compare_accuracy needs a batch of at least 2 images (N, C, H, W); got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"compare_accuracy needs a batch of at least 2 images (N, C, H, W); got shape {tuple(images.shape)}"
+        )
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images")
     a = _logits(_runner(fp32), images, batch_size)
@@ -457,13 +516,24 @@ def _run_settings(run_dir: Path) -> dict[str, Any]:
     spec = cfg.get("data")
     in_memory = not str(spec).startswith("folder:")
     image_size = cfg.get("image_size") or (None if in_memory else info.input_size[1])  # as cnnzoo train chose it
-    return dict(spec=spec, channels=channels, image_size=image_size, mean=_channel_stats(info.mean, channels), std=_channel_stats(info.std, channels))
+    return dict(
+        spec=spec,
+        channels=channels,
+        image_size=image_size,
+        mean=_channel_stats(info.mean, channels),
+        std=_channel_stats(info.std, channels),
+    )
 
 
 def _sample(
-    source: str | Path, split_name: str, n_images: int | None, image_size: int | None,
-    mean: Sequence[float] | None, std: Sequence[float] | None, seed: int,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    source: str | Path,
+    split_name: str,
+    n_images: int | None,
+    image_size: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     from . import data as datalib
 
     run_dir = Path(source).expanduser()
@@ -472,11 +542,15 @@ def _sample(
     elif isinstance(source, str) and not run_dir.exists():
         settings = dict(spec=source, channels=None, image_size=None, mean=None, std=None)
     else:
-        raise QuantizeError(f"{source}: neither a run folder (no config.json) nor a data spec such as mnist5k or folder:DIR")
+        raise QuantizeError(
+            f"{source}: neither a run folder (no config.json) nor a data spec such as mnist5k or folder:DIR"
+        )
     image_size = image_size or settings["image_size"]
     mean, std = mean or settings["mean"], std or settings["std"]
     if mean is None or std is None:
-        raise QuantizeError(f"{source}: give mean and std (the model's normalisation, e.g. its registry entry's) for a plain data spec")
+        raise QuantizeError(
+            f"{source}: give mean and std (the model's normalisation, e.g. its registry entry's) for a plain data spec"
+        )
     splits = datalib.load_data(settings["spec"], channels=settings["channels"], image_size=image_size)
     split = splits.train if split_name == "train" else splits.test
     n = len(split) if n_images is None else min(n_images, len(split))
@@ -486,7 +560,9 @@ def _sample(
     else:
         # An image folder: the evaluation transform (resize, centre crop) for both splits, so that calibration
         # sees images framed as they will be at inference, not training's random crops.
-        folder = datalib.ImageFolderData(split.samples, split.classes, train=False, image_size=splits.image_size, channels=splits.channels)
+        folder = datalib.ImageFolderData(
+            split.samples, split.classes, train=False, image_size=splits.image_size, channels=splits.channels
+        )
         samples = [s for s in (folder[int(i)] for i in order) if s is not None]
         if not samples:
             raise QuantizeError(f"{source}: none of the {n} images drawn from the {split_name} split could be read")
@@ -523,4 +599,3 @@ def held_out_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` from the held-out split, like :func:`calibration_batch` (default: all of it)."""
     return _sample(source, "test", n_images, image_size, mean, std, seed)
-

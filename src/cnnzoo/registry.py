@@ -11,11 +11,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnknownModelError
+
+if TYPE_CHECKING:  # only annotations: the registry is read at start-up, before (and without) torch
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,7 +25,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Keras layer. ``layers`` are the file's layers (each with ``name``, ``kind`` and ``arrays``), for twins
 # whose Keras names are numbered at creation and so must be placed by order (InceptionV3); ``source``
 # names the file in errors. Declared by the model, used by the Keras reader (``weights/keras.py``).
-KerasNames = Callable[[nn.Module, Sequence[Any], str], dict[str, str]]
+KerasNames = Callable[["nn.Module", Sequence[Any], str], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,22 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+# What fills the registry on the first lookup: ``cnnzoo/__init__.py`` sets it to import ``cnnzoo.models``, so a
+# lookup works whatever was imported first, while the registry itself imports no model file.
+_loader: Callable[[], object] | None = None
+
+
+def set_loader(loader: Callable[[], object]) -> None:
+    """Call ``loader()`` (once) before the first lookup; the package sets it to import the model families."""
+    global _loader
+    _loader = loader
+
+
+def _load() -> None:
+    global _loader
+    loader, _loader = _loader, None  # once, and not again while it runs (the families register through here)
+    if loader is not None:
+        loader()
 
 
 def register_model(**info: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -73,11 +90,13 @@ def register_model(**info: Any) -> Callable[[Callable[..., nn.Module]], Callable
 
 def list_models(family: str | None = None) -> list[str]:
     """Names of all zoo models (optionally of one family), in zoo order."""
+    _load()
     return [n for n, i in _REGISTRY.items() if family is None or i.family == family]
 
 
 def get_model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of a model; unknown names raise with the closest matches."""
+    _load()
     try:
         return _REGISTRY[name]
     except KeyError:

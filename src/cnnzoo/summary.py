@@ -10,6 +10,8 @@ What is counted, and how:
 * **Parameters.** ``style="torch"`` counts as PyTorch and torchvision do, ``sum(p.numel())`` over
   ``model.parameters()``. ``style="keras"`` counts as Keras' ``model.summary()`` does: BatchNorm's
   moving mean and variance are *non-trainable parameters* (:func:`cnnzoo.counting.count_params`).
+  Trainable means ``requires_grad``, so a frozen backbone shows as Keras shows layers with
+  ``trainable = False``: per row and in the totals.
   A row shows the parameters of its layer; a parameter shared by several layers is counted once, in
   the first row that uses it. Layers that did not run (GoogLeNet's auxiliary heads in eval mode) are
   listed below the table; the totals always cover the whole model.

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .errors import CnnzooError, InputShapeError, UnknownModelError
 from .factory import create_model, load_model
+from .fileio import safe_output
 from .layers import SamePad2d
 from .registry import IMAGENET_MEAN, IMAGENET_STD, list_models
 from .trace import Node, Trace, default_input_size, model_channels, trace
@@ -287,6 +288,7 @@ def visualize(
     *,
     size: int | None = None,
     channels: int = 8,
+    force: bool = False,
     **options: Any,
 ) -> Pictures:
     """Write ``input.png``, ``filters.png``, ``feature_maps.png`` and ``activation_stats.png`` to ``out_dir``.
@@ -294,10 +296,14 @@ def visualize(
     ``model_or_name``: a zoo name (built with ``options``, e.g. ``weights=`` for trained ones), a
     checkpoint file or run folder (``cnnzoo.load_model``) or an ``nn.Module``.
     ``image``: an image file. ``size``: the square input side (default: the model's native size).
-    ``channels``: feature maps shown per stage.
+    ``channels``: feature maps shown per stage. ``out_dir`` and the four files are checked before any work
+    (:func:`cnnzoo.fileio.safe_output`): PNGs already there are replaced only with ``force``.
     """
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    out_dir = safe_output(out_dir, kind="folder")
+    for picture in ("input.png", "filters.png", "feature_maps.png", "activation_stats.png"):
+        safe_output(Path(out_dir) / picture, force=force, kind="png")
     model = _resolve(model_or_name, **options)
     native = default_input_size(model)
     size = size if size is not None else (native[1] if native else 224)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..fast import BACKENDS
-from .options import add_batch_size, add_decode, add_device, add_model_options, add_workers, parse_option
+from .options import add_batch_size, add_decode, add_device, add_model_options, add_shared, add_workers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,19 +26,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="force the memory format of every contender (default: channels-last on a GPU; on the CPU for cnnzoo's fast paths only)")
     p.add_argument("--compile", action="store_true", help="torch.compile every contender (the whole step when training)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="cnnzoo's inference back end (default: the fastest measured for the device)")
+    add_shared(p, "backend", default="auto")
     p.add_argument("--plain", action="store_true", help="run cnnzoo's model as it is: no BN folding, back end or channels-last of its own")
     p.add_argument("--vs", default="", help="comma-separated: torchvision,timm")
-    p.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
-    p.add_argument("--iters", type=int, help="steps per round (default: about --round-seconds worth)")
-    p.add_argument("--round-seconds", type=float, default=1.0)
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (their time is reported)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
+    add_shared(p, "rounds", default=5, help="alternated rounds (default 5)")
+    add_shared(p, "iters", help="steps per round (default: about --round-seconds worth)")
+    add_shared(p, "round_seconds", default=1.0)
+    add_shared(p, "bench_warmup", default=3, dest="warmup")
+    add_shared(p, "threads", help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
     add_model_options(p, example="aux_logits=false")
     p.add_argument("--data", metavar="SPEC", help="measure the data pipeline alone: folder:DIR, mnist5k, cifar10:DIR, synthetic:N")
     add_workers(p, default=4, help="file reading (and CPU decoding) processes for folder data (--data)")
     add_decode(p, help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)")
-    p.add_argument("--batches", type=int, default=20, help="batches timed for --data")
+    add_shared(p, "batches", default=20)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -60,6 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import benchmark, benchmark_data
+    from ..model_options import parse_model_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,7 +76,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.model, mode=args.mode, device=args.device, batch_size=args.batch_size, input_size=_input(args.input),
         precision=args.precision, channels_last=args.channels_last, compile=args.compile, backend=args.backend,
         fast=not args.plain, vs=vs, rounds=args.rounds, iters=args.iters, warmup=args.warmup,
-        round_seconds=args.round_seconds, model_options=dict(parse_option(o) for o in args.option),
+        round_seconds=args.round_seconds, model_options=parse_model_options(args.model, args.option),
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from ..errors import ShapeError
 from ..shapes import conv_output, receptive_fields
-from ..summary import summary
-from ..visualize import visualize
-from ..walk import explain_layer, walk
-from .options import parse_input_size, parse_padding, positive
+from .options import add_force, add_out, parse_input_size, parse_padding, positive
 
 __all__ = ["register"]
 
@@ -24,6 +23,8 @@ __all__ = ["register"]
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ..summary import summary
+
     s = summary(args.model, args.input, style=args.style, depth=args.depth, batch_size=args.batch_size, mode=args.mode)
     if args.format == "json":
         print(s.to_json())
@@ -44,30 +45,73 @@ def cmd_shape(args: argparse.Namespace) -> int:
         return _one_layer(args)
     if layer_options:
         raise ValueError("--size and --kernel describe one layer; with a model, give its input with --input")
+    from ..walk import walk
+
     w = walk(args.model, args.input)
     print(json.dumps(w.to_dict(), indent=2) if args.format == "json" else w)
     return 0 if w.ok else 1
 
 
 def _one_layer(args: argparse.Namespace) -> int:
+    """One layer's output size worked through, and, when the division is not whole, the nearest fixes (the seed's
+    rule: padding or stride is adjusted until it is). With --strict a fraction is an error: exit code 1."""
     if args.input is not None:
         raise ValueError("--input goes with a model; for one layer give --size")
+    geometry = (args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode)
+    out = conv_output(*geometry)
+    fixes = [] if out.exact else _nearest_fixes(*geometry)
     if args.format == "json":
-        out = conv_output(args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode)
         rf = receptive_fields([(args.kernel, args.stride, args.dilation)])[-1]
         data: dict[str, Any] = dict(
             size=args.size, kernel=args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation,
             ceil_mode=args.ceil_mode, output=out.size, exact=out.exact, formula=out.formula, note=out.note or None,
-            receptive_field=rf.receptive_field, jump=rf.jump,
+            fixes=fixes, receptive_field=rf.receptive_field, jump=rf.jump,
         )
         print(json.dumps(data, indent=2))
     else:
-        print(explain_layer(args.size, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode))
+        from ..walk import explain_layer
+
+        print(explain_layer(*geometry))
+        if not out.exact:
+            print(
+                "Nearest fixes (the division must come out whole):"
+                if fixes
+                else "No padding or stride nearby makes the division whole: change the input size or the kernel."
+            )
+            for fix in fixes:
+                print(f"  {fix}")
+    if args.strict and not out.exact:
+        print(f"cnnzoo shape: error: --strict: {out.formula} is not whole", file=sys.stderr)
+        return 1
     return 0
 
 
+def _nearest_fixes(*geometry: Any) -> list[str]:
+    """The fixes ``shapes.conv_output(..., strict=True)`` proposes in its error, taken from that error, so that the
+    command line and the library can never propose different ones."""
+    try:
+        conv_output(*geometry, strict=True)
+    except ShapeError as e:
+        _, found, fixes = str(e).partition(" Nearest fixes: ")
+        return fixes.removesuffix(".").split("; ") if found else []
+    return []
+
+
 def cmd_visualize(args: argparse.Namespace) -> int:
-    pictures = visualize(args.model, args.image, args.out, size=args.size, channels=args.channels)
+    from pathlib import Path
+
+    from ..pretrained import split_name
+
+    options: dict[str, Any] = {}
+    if args.pretrained:
+        if Path(args.model).exists():
+            raise ValueError(f"{args.model} is a checkpoint: --pretrained goes with a model name (MODEL or MODEL.TAG)")
+        options["pretrained"] = True
+    elif split_name(args.model)[1] is not None and not Path(args.model).exists():
+        raise ValueError(f"{args.model} names published weights: add --pretrained")
+    from ..visualize import visualize
+
+    pictures = visualize(args.model, args.image, args.out, size=args.size, channels=args.channels, force=args.force, **options)
     print(f"stages: {', '.join(pictures.stages)}")
     for path in pictures.paths:
         print(f"wrote {path}")
@@ -111,6 +155,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--padding", type=parse_padding, default=0, help="3, 0,1 (before, after), same or valid")
     p.add_argument("--dilation", type=positive, default=1)
     p.add_argument("--ceil-mode", action="store_true", help="round up, as pooling with ceil_mode=True")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="one layer: a division that is not whole is an error (exit code 1), as conv_output(strict=True) has it",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_shape)
 
@@ -118,11 +167,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "visualize",
         help="PNGs of a model at work: first-layer filters, feature maps per stage, activation statistics",
         description="Runs one image through the model and writes input.png, filters.png, feature_maps.png and "
-        "activation_stats.png. A model given by name has its initial (random) weights; give a checkpoint for trained ones.",
+        "activation_stats.png. A model given by name has its initial (random) weights; give a checkpoint, or --pretrained, for trained ones.",
     )
-    p.add_argument("model", metavar="NAME_OR_CHECKPOINT", help="a zoo model, or a checkpoint file or run folder")
+    p.add_argument("model", metavar="NAME_OR_CHECKPOINT", help="a zoo model (MODEL.TAG with --pretrained), or a checkpoint file or run folder")
+    p.add_argument("--pretrained", action="store_true", help="a model name's published weights (cnnzoo weights list MODEL)")
     p.add_argument("--image", required=True, help="an image file (PNG, JPEG ...)")
-    p.add_argument("--out", required=True, help="directory to write the PNGs to (created if missing)")
+    add_out(p, required=True, help="folder to write the PNGs to (created if missing); PNGs already there are replaced only with --force")
+    add_force(p)
     p.add_argument("--size", type=positive, help="square input side (default: the model's native size)")
     p.add_argument("--channels", type=positive, default=8, help="feature maps shown per stage (default 8)")
     p.set_defaults(func=cmd_visualize)

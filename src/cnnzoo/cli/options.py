@@ -3,24 +3,62 @@
 :func:`add_train_config_arguments` turns each :class:`~cnnzoo.train.config.TrainConfig` field's declared
 :class:`~cnnzoo.train.config.Option` into an argparse flag (type, default, help, choices and range from the
 declaration), and :func:`train_config_values` reads them back from the parsed namespace, so a new training
-option needs no line here. Argument parsers for the other commands (``KEY=VALUE``, sizes, paddings) live
-here too, so every command reads them alike.
+option needs no line here. The other commands' shared options (``--batch-size``, ``--workers``, ``--topk``,
+``--opset``, ``--device`` ...) are declared once in :data:`cnnzoo.options.SHARED`, which the Python API checks
+too; :func:`add_shared` makes the flag, whose ``type=`` refuses a value out of range while the command line is
+read, before anything runs. :class:`CliParser` reports such a refusal in one line (no usage block), exit code 2.
+The outputs: :func:`add_out` and :func:`add_force`, with :func:`cnnzoo.fileio.safe_output` behind them.
+Argument parsers for the other commands (``KEY=VALUE``, sizes, paddings) live here too, so every command
+reads them alike.
+
+Nothing here imports torch: ``cnnzoo --help`` and ``cnnzoo COMMAND --help`` build every parser.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from ..options import SHARED, Allowed, check_device_name
 from ..train.config import Declared, declared_options
 
 __all__ = [
-    "add_batch_size", "add_decode", "add_device", "add_model_options", "add_train_config_arguments", "add_workers",
-    "flag_of", "parse_input_size", "parse_option", "parse_padding", "positive", "train_config_values",
+    "CliParser", "add_batch_size", "add_decode", "add_device", "add_force", "add_model_options", "add_out", "add_shared",
+    "add_train_config_arguments", "add_workers", "flag_of", "parse_device", "parse_input_size", "parse_option",
+    "parse_padding", "positive", "train_config_values",
 ]  # fmt: skip
 
-DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available)"
+DEVICE_HELP = SHARED["device"].help
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (``cnnzoo predict: error: argument --topk: 0 is not
+    allowed (must be an integer >= 1)``) and exit code 2, instead of the usage block; and ``--debug`` on every
+    command (the traceback of an unexpected error; also ``CNNZOO_DEBUG=1``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an unexpected error, print its traceback")
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _checked(allowed: Allowed):
+    """An argparse ``type=``: the text parsed and range-checked by ``allowed``, refused in its words."""
+
+    def parse(text: str) -> Any:
+        try:
+            return allowed.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = allowed.kind.__name__  # argparse names the type in some messages
+    parse.allowed = allowed  # type: ignore[attr-defined]  # what the flag takes, for the tests that probe every flag
+    return parse
 
 
 # --- value parsers -----------------------------------------------------------------------------------
@@ -72,19 +110,53 @@ def positive(text: str) -> int:
     return value
 
 
+def parse_device(text: str) -> str:
+    """``--device``: cpu, cuda, cuda:N or mps, spelt right (whether this machine has it is checked when it is used)."""
+    try:
+        return check_device_name(text, label="--device")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--device: ")) from None
+
+
 # --- shared flags ------------------------------------------------------------------------------------
 
 
+def add_shared(p: argparse.ArgumentParser, name: str, *, default: Any = None, help: str | None = None, **kwargs: Any) -> None:
+    """The flag of :data:`cnnzoo.options.SHARED` ``[name]``: its spelling, its help (``help`` replaces it) with the
+    range, and a ``type=`` that refuses values out of the range."""
+    shared = SHARED[name]
+    allowed = shared.allowed
+    words = "" if allowed.choices else f" ({allowed.words()})"
+    kwargs.setdefault("dest", name)
+    if allowed.choices is not None:
+        kwargs.update(choices=allowed.choices)
+    elif name == "device":
+        kwargs.update(type=parse_device)
+    else:
+        kwargs.update(type=_checked(allowed))
+    p.add_argument(shared.flag, default=default, help=((help or shared.help) + words).replace("%", "%%"), **kwargs)
+
+
 def add_device(p: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
-    p.add_argument("--device", help=help)
+    add_shared(p, "device", help=help)
 
 
 def add_batch_size(p: argparse.ArgumentParser, *, default: int | None = None, help: str = "images per batch") -> None:
-    p.add_argument("--batch-size", type=int, default=default, help=help)
+    add_shared(p, "batch_size", default=default, help=help)
 
 
 def add_workers(p: argparse.ArgumentParser, *, default: int = 4, help: str = "file reading and decoding processes for folder data") -> None:
-    p.add_argument("--workers", type=int, default=default, help=help)
+    add_shared(p, "workers", default=default, help=help)
+
+
+def add_out(p: argparse.ArgumentParser, *, help: str, required: bool = False, flags: tuple[str, ...] = ("--out",)) -> None:
+    """``--out PATH``: the command checks it with :func:`cnnzoo.fileio.safe_output` before any work."""
+    p.add_argument(*flags, required=required, metavar="PATH", help=help)
+
+
+def add_force(p: argparse.ArgumentParser) -> None:
+    """``--force``: replace an existing output of the same kind (never a folder, a device or a file of another kind)."""
+    p.add_argument("--force", action="store_true", help="replace an existing output file of the same kind (never a folder, a device or another kind of file)")
 
 
 def add_decode(p: argparse.ArgumentParser, help: str) -> None:
@@ -144,8 +216,8 @@ def _add_argument(p: argparse.ArgumentParser, d: Declared) -> None:
                 flags = ("--no-" + d.name.replace("_", "-"),)
     elif d.kind is dict:  # KEY=VALUE texts, parsed by train_config_values
         kwargs.update(action="append", default=[], metavar=o.metavar)
-    else:
-        kwargs.update(type=d.kind, choices=o.choices, metavar=o.metavar)
+    else:  # the device's spelling is checked here, its range (declared in TrainConfig) by TrainConfig.validate
+        kwargs.update(type=parse_device if d.name == "device" else d.kind, choices=o.choices, metavar=o.metavar)
     p.add_argument(*flags, **kwargs)
 
 

@@ -12,9 +12,18 @@ from .base import ArrayData, DataError, DataSplits
 from .arrays import augment_batch, convert_channels, normalize_batch, resize_images
 from .cifar import SafeUnpickler, load_cifar10, load_cifar100
 from .device_decode import DeviceDecoder, EncodedBatch, EncodedImages, collate_encoded, nvjpeg_available
-from .folder import CorruptImageWarning, FolderBatch, ImageFolderData, collate_skip_none, load_folder
+from .folder import (
+    CorruptImageWarning,
+    EvalCrop,
+    FolderBatch,
+    ImageFolderData,
+    collate_skip_none,
+    load_eval_folder,
+    load_folder,
+    read_solution_csv,
+)
 from .mnist import MNIST5K_SEED, load_mnist5k, load_mnist_dir, mnist5k_split, read_idx
-from .specs import SYNTHETIC_SEED, data_kinds, load_data
+from .specs import SYNTHETIC_SEED, data_kinds, load_data, load_eval_data
 
 __all__ = [
     "ArrayData",
@@ -24,6 +33,7 @@ __all__ = [
     "DeviceDecoder",
     "EncodedBatch",
     "EncodedImages",
+    "EvalCrop",
     "FolderBatch",
     "ImageFolderData",
     "MNIST5K_SEED",
@@ -37,6 +47,8 @@ __all__ = [
     "load_cifar10",
     "load_cifar100",
     "load_data",
+    "load_eval_data",
+    "load_eval_folder",
     "load_folder",
     "load_mnist5k",
     "load_mnist_dir",
@@ -44,5 +56,6 @@ __all__ = [
     "normalize_batch",
     "nvjpeg_available",
     "read_idx",
+    "read_solution_csv",
     "resize_images",
 ]

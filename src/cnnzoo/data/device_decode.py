@@ -6,8 +6,10 @@ dozens of cores just to feed it. Here the work is split the other way:
 
 * **Workers only read files.** :class:`EncodedImages` returns a JPEG's bytes untouched, and
   :func:`collate_encoded` packs a batch of them into one buffer (one shared-memory tensor per batch
-  crosses the process boundary, not 256). Files the GPU decoder cannot take -- PNG, WebP, a JPEG turned
-  upright by an EXIF tag (nvJPEG ignores the tag) -- are decoded in the worker as before; they are rare.
+  crosses the process boundary, not 256). Each file's header is parsed there first by
+  :mod:`cnnzoo.data.images` (the pixel limit, the format), so only JPEGs within the limit reach the
+  batch decoder; files the GPU decoder cannot take -- PNG, WebP, CMYK, a JPEG turned upright by an
+  EXIF tag (nvJPEG ignores the tag) -- are decoded in the worker by that reader; they are rare.
 * **The main process decodes the whole batch at once** with ``torchvision.io.decode_jpeg(list,
   device="cuda")``, which hands it to nvJPEG. A batch the decoder refuses is retried image by image,
   then on the CPU, so one bad file costs only itself (skipped with a warning, or an error with
@@ -24,8 +26,6 @@ and the crops stay float instead of being rounded to uint8.
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
@@ -33,15 +33,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import RandomResizedCrop
-from torchvision.transforms.v2 import functional as TF
 
 from .base import DataError
-from .folder import EVAL_CROP_FRACTION, ImageFolderData
+from .folder import ImageFolderData
+from .images import ImageHeader, ImageReadError, probe_image, read_image_bytes
 
 __all__ = ["EncodedBatch", "EncodedImages", "DeviceDecoder", "collate_encoded", "nvjpeg_available"]
-
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_ORIENTATION_TAG = 0x0112  # EXIF: 1 is upright; 2-8 ask for a flip or turn
 
 
 def nvjpeg_available() -> bool:
@@ -54,19 +51,9 @@ def nvjpeg_available() -> bool:
         return False
 
 
-def _needs_cpu_decode(data: bytes) -> bool:
-    """True for what nvJPEG cannot take as it is: not a JPEG, or a JPEG with an EXIF orientation other than upright."""
-    if not data.startswith(_JPEG_MAGIC):
-        return True
-    if b"Exif\x00\x00" not in data[:65536]:  # no EXIF block: nothing to turn (most data sets)
-        return False
-    from PIL import Image  # reads the header only, no pixels
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.getexif().get(_ORIENTATION_TAG, 1) != 1
-    except Exception:  # a broken header: let the decoders say what is wrong with it
-        return False
+def _batch_decodable(header: ImageHeader) -> bool:
+    """What the batch decoder (nvJPEG; libjpeg on a CPU) takes as it is: a gray or colour JPEG shown as stored."""
+    return header.format == "JPEG" and header.mode in ("L", "RGB") and header.orientation == 1
 
 
 class EncodedImages(Dataset):
@@ -86,12 +73,10 @@ class EncodedImages(Dataset):
     def __getitem__(self, i: int):
         path, label = self.folder.samples[i]
         try:
-            data = Path(path).read_bytes()
-            if not data:
-                raise RuntimeError("empty file")
-            if _needs_cpu_decode(data):
-                return self.folder.decode_bytes(data), False, label, path
-        except (OSError, RuntimeError, ValueError) as e:
+            data = read_image_bytes(path, self.folder.max_pixels)
+            if not _batch_decodable(probe_image(data, path, self.folder.max_pixels)):
+                return self.folder.decode_bytes(data, path), False, label, path
+        except ImageReadError as e:
             return self.folder.unreadable(path, e)
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), True, label, path
 
@@ -195,8 +180,8 @@ class DeviceDecoder:
         except RuntimeError:
             pass
         try:
-            return self.folder.decode_bytes(data.numpy().tobytes()).to(self.device)
-        except (OSError, RuntimeError, ValueError) as e:
+            return self.folder.decode_bytes(data.numpy().tobytes(), path).to(self.device)
+        except ImageReadError as e:
             self.skipped += 1
             return self.folder.unreadable(path, e)
 
@@ -209,9 +194,9 @@ class DeviceDecoder:
         if self.folder.train:
             top, left, h, w = RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
             return _resize(x[:, top : top + h, left : left + w], (s, s))
-        # Evaluation: torchvision's Resize(int) keeps the aspect ratio, short side to S / 0.875.
-        x = TF.resize(x, [int(s / EVAL_CROP_FRACTION)], antialias=True)
-        return TF.center_crop(x, [s, s])
+        # Evaluation: the folder's EvalCrop (by default torchvision's Resize(int), short side to S / 0.875, and
+        # the centre crop; for published weights the resize, crop and interpolation they were evaluated with).
+        return self.folder.eval_crop.transform()(x)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -5,6 +5,11 @@ Networks". The 2012 network was split over two GPUs (grouped convolutions, 96-25
 filters, local response normalisation); torchvision and every other library ship the later one-GPU
 variant (64-192-384-256-256, no LRN), which this reproduces layer for layer so torchvision weights
 load. Layers are named as in the paper (conv1..conv5, fc6..fc8) instead of by index.
+
+As a backbone: the features are conv1..pool5, the classifier the MLP fc6, fc7, fc8. ``num_features``
+is 256, the channels of pool5's map; headless (``num_classes=0``) the network returns them pooled by
+``global_pool``, and ``forward_head(x, pre_logits=True)`` of the full network gives fc7's 4096.
+``features_only`` offers the ReLU before each pool (relu1 /4, relu2 /8, relu5 /16) and pool5 (/32).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from torch import nn
 
 from ..registry import register_model
-from ._base import ZooModel, check_options
+from ._base import FeatureStage, ZooModel, check_options
 from ._keys import renamer_from_sequences
 
 
@@ -50,6 +55,20 @@ ALEXNET_MIN_SIZE = 63
 POOLED = 6  # side of the map before the classifier (adaptive average pool; 6x6 already at 224x224)
 
 
+def alexnet_feature_stages(config: AlexNetConfig) -> list[FeatureStage]:
+    """The ReLU before each max-pool, then the last pool (forward_features' map)."""
+    stages, reduction = [], 1
+    for i, conv in enumerate(config.convs, start=1):
+        reduction *= conv.stride
+        if conv.pool:
+            stages.append(FeatureStage(f"relu{i}", conv.filters, reduction))
+            reduction *= 2  # the 3x3 / 2 max-pool
+    last = len(config.convs)
+    return [FeatureStage(f"features.{s.module}", s.channels, s.reduction) for s in stages] + [
+        FeatureStage(f"features.pool{last}", config.convs[-1].filters, reduction)
+    ]
+
+
 def make_features(config: AlexNetConfig, in_chans: int = 3) -> nn.Sequential:
     """conv1 .. conv5, each with its ReLU (``relu<i>``) and, where the table says so, its max-pool (``pool<i>``)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -80,25 +99,35 @@ def make_classifier(config: AlexNetConfig, num_classes: int, dropout: float = 0.
 
 
 class AlexNet(ZooModel):
+    head_classifier = "classifier"
+    head_map_size = POOLED
+
     def __init__(
         self,
         num_classes: int = 1000,
         in_chans: int = 3,
         dropout: float = 0.5,
         *,
+        global_pool: str = "avg",
         config: AlexNetConfig = ALEXNET_CONFIGS["alexnet"],
         model_name: str = "alexnet",
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=ALEXNET_MIN_SIZE, native_size=224)
+        self.config, self.dropout_rate = config, dropout
         self.features = make_features(config, in_chans)
-        self.avgpool = nn.AdaptiveAvgPool2d((POOLED, POOLED))
-        self.classifier = make_classifier(config, num_classes, dropout)
+        self.set_head(config.convs[-1].filters, num_classes, global_pool)
+        self.avgpool = self.new_pool()  # the classifier's 6x6 map, or (headless) the global pool
+        self.classifier = self.new_classifier()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def build_classifier(self, num_classes: int) -> nn.Sequential:
+        return make_classifier(self.config, num_classes, self.dropout_rate)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.features(x)
-        x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+        return self.features(x)
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return alexnet_feature_stages(self.config)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,7 +144,7 @@ def _torchvision_key(name: str):
 
 
 def _build(name: str, num_classes: int, in_chans: int, **options) -> AlexNet:
-    check_options(name, options, ("dropout",))
+    check_options(name, options, ("dropout", "global_pool"))
     return AlexNet(num_classes, in_chans, config=ALEXNET_CONFIGS[name], model_name=name, **options)
 
 

@@ -12,6 +12,10 @@ with a 1x1 convolution too.
 :class:`GoogLeNet` follows torchvision's ``models/googlenet.py`` module for module, so torchvision
 state dicts load with the same keys. That includes torchvision's batch normalisation (the 2014 paper
 predates BN) and one known deviation from the paper, see ``branch3_kernel`` below.
+
+As a backbone: ``num_features`` is 1024 (inception5b); ``features_only`` offers the map before each
+max-pool: conv1 (/2), conv3 (/4), inception3b (/8), inception4e (/16) and inception5b (/32). The
+auxiliary heads are not on that path; a headless network (``num_classes=0``) has none.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 
 from ..layers import ConvBNAct
 from ..registry import register_model
-from ._base import ZooModel, check_options
+from ._base import FeatureStage, ZooModel, check_options
 
 __all__ = ["NaiveInception", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "googlenet", "GOOGLENET_CONFIGS"]
 
@@ -57,6 +61,17 @@ GOOGLENET_MIN_SIZE = 15
 
 # torchvision's BasicConv2d: conv without bias (BN supplies the shift), BN with eps=1e-3, ReLU.
 BasicConv2d = partial(ConvBNAct, eps=1e-3)
+
+
+def googlenet_feature_stages(config: dict[str, tuple[int, int, int, int, int, int, int]]) -> list[FeatureStage]:
+    """The map before each max-pool (the stem's conv1 and conv3, inception3b, 4e) and inception5b."""
+    return [
+        FeatureStage("conv1", 64, 2),
+        FeatureStage("conv3", 192, 4),
+        FeatureStage("inception3b", _out_channels(config["inception3b"]), 8),
+        FeatureStage("inception4e", _out_channels(config["inception4e"]), 16),
+        FeatureStage("inception5b", _out_channels(config["inception5b"]), 32),
+    ]
 
 
 GoogLeNetOutputs = namedtuple("GoogLeNetOutputs", ["logits", "aux_logits2", "aux_logits1"])
@@ -186,6 +201,9 @@ class GoogLeNet(ZooModel):
     Here the model takes what it computes on: normalise with ``info.mean = info.std = 0.5``.
     """
 
+    head_dropout = "dropout"
+    aux_heads = ("aux1", "aux2")
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -195,13 +213,20 @@ class GoogLeNet(ZooModel):
         branch3_kernel: int = 3,
         dropout: float = 0.2,
         dropout_aux: float = 0.7,
+        global_pool: str = "avg",
         model_name: str = "googlenet",
         min_size: int = GOOGLENET_MIN_SIZE,
         native_size: int = 224,
         config: dict[str, tuple[int, int, int, int, int, int, int]] = GOOGLENET_CONFIGS["googlenet"],
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=min_size, native_size=native_size)
+        if aux_logits and num_classes == 0:
+            raise ValueError(
+                f"{model_name}: aux_logits=True needs classes to predict; a headless network (num_classes=0) "
+                "has no auxiliary heads"
+            )
         self.aux_logits = aux_logits
+        self.config = config
         conv_block = BasicConv2d
 
         # Stem: the "traditional" convolutional start of table 1. Ceil-mode pools as torchvision
@@ -233,9 +258,10 @@ class GoogLeNet(ZooModel):
             self.aux1 = InceptionAux(_out_channels(t["inception4a"]), num_classes, dropout=dropout_aux, conv_block=conv_block)
             self.aux2 = InceptionAux(_out_channels(t["inception4d"]), num_classes, dropout=dropout_aux, conv_block=conv_block)
 
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.set_head(_out_channels(t["inception5b"]), num_classes, global_pool)
+        self.avgpool = self.new_pool()
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(_out_channels(t["inception5b"]), num_classes)
+        self.fc = self.new_classifier()
 
         # torchvision's initialisation: normal, std 0.01, for every conv and linear layer. torchvision
         # calls trunc_normal_(std=0.01, a=-2, b=2), but a and b are absolute bounds, 200 standard
@@ -249,7 +275,18 @@ class GoogLeNet(ZooModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self._run(x, with_aux=False)[0]
+
     def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
+        x, aux1, aux2 = self._run(x, with_aux=self.training)
+        x = self.forward_head(x)  # avgpool, flatten, dropout, fc: N x num_classes
+        if self.training and self.aux_logits:
+            return GoogLeNetOutputs(x, aux2, aux1)
+        return x
+
+    def _run(self, x: Tensor, with_aux: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The main path up to inception5b, and the auxiliary heads' logits where they run (else None)."""
         self.check_input(x)
         # Shapes at the native 224x224.
         x = self.conv1(x)  # N x 64 x 112 x 112
@@ -265,24 +302,29 @@ class GoogLeNet(ZooModel):
         x = self.inception4a(x)  # N x 512 x 14 x 14
         # The auxiliary heads only run while training: they exist to push gradient into the middle
         # of the network, and are discarded at inference.
-        aux1 = self.aux1(x) if self.aux1 is not None and self.training else None
+        aux1 = self.aux1(x) if self.aux1 is not None and with_aux else None
         x = self.inception4b(x)  # N x 512 x 14 x 14
         x = self.inception4c(x)  # N x 512 x 14 x 14
         x = self.inception4d(x)  # N x 528 x 14 x 14
-        aux2 = self.aux2(x) if self.aux2 is not None and self.training else None
+        aux2 = self.aux2(x) if self.aux2 is not None and with_aux else None
         x = self.inception4e(x)  # N x 832 x 14 x 14
         x = self.maxpool4(x)  # N x 832 x 7 x 7
 
         x = self.inception5a(x)  # N x 832 x 7 x 7
-        x = self.inception5b(x)  # N x 1024 x 7 x 7
+        return self.inception5b(x), aux1, aux2  # N x 1024 x 7 x 7
 
-        x = self.avgpool(x)  # N x 1024 x 1 x 1
-        x = torch.flatten(x, 1)  # N x 1024
-        x = self.dropout(x)
-        x = self.fc(x)  # N x num_classes
-        if self.training and self.aux_logits:
-            return GoogLeNetOutputs(x, aux2, aux1)
-        return x
+    def feature_stages(self) -> list[FeatureStage]:
+        return googlenet_feature_stages(self.config)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """As :meth:`ZooModel.reset_classifier`; the auxiliary heads get new last layers too, or go (0 classes)."""
+        super().reset_classifier(num_classes, global_pool)
+        if num_classes == 0:  # nothing left for them to train towards
+            self.aux1 = self.aux2 = None
+            self.aux_logits = False
+        for aux in (self.aux1, self.aux2):
+            if aux is not None:
+                aux.fc2 = self._placed(nn.Linear(aux.fc2.in_features, num_classes))
 
 
 def _out_channels(row: tuple[int, ...]) -> int:
@@ -297,7 +339,7 @@ def _out_channels(row: tuple[int, ...]) -> int:
 
 
 def _build(name: str, num_classes: int, in_chans: int, **options) -> GoogLeNet:
-    check_options(name, options, ("aux_logits", "branch3_kernel", "dropout", "dropout_aux"))
+    check_options(name, options, ("aux_logits", "branch3_kernel", "dropout", "dropout_aux", "global_pool"))
     config = GOOGLENET_CONFIGS[name]
     return GoogLeNet(num_classes, in_chans, model_name=name, min_size=GOOGLENET_MIN_SIZE, config=config, **options)
 

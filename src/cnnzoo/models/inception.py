@@ -22,6 +22,12 @@ Two models share the blocks and the table :data:`INCEPTION_V3_BLOCKS`:
   TensorFlow does; torchvision's count it in), no auxiliary head, no dropout, blocks ``mixed0`` to
   ``mixed10`` and the classifier ``predictions``. :func:`keras_layer_names` maps a Keras model's
   layers onto it for :func:`cnnzoo.weights.keras.load_keras_model`.
+
+As a backbone both have ``num_features`` 2048 (the last block) and offer to ``features_only``, as timm's
+``inception_v3``: Conv2d_2b_3x3 (64 channels, /2), Conv2d_4a_3x3 (192, /4), the last block of each grid
+(Mixed_5d / mixed2: 288, /8; Mixed_6e / mixed7: 768, /16) and the last block (Mixed_7c / mixed10:
+2048, /32). Without padding the maps are a little smaller than input / reduction (147, 71, 35, 17, 8
+at 299). The auxiliary head is not on that path; a headless network (``num_classes=0``) has none.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from torch import Tensor, nn
 from ..errors import InputShapeError, WeightsError
 from ..layers import ConvBNAct
 from ..registry import register_model
-from ._base import ZooModel, check_options
+from ._base import FeatureStage, ZooModel, check_options
 
 __all__ = [
     "InceptionA",
@@ -114,6 +120,19 @@ INCEPTION_V3_BLOCKS: list[BlockSpec] = [
 ]
 AUX_TAP = "Mixed_6e"
 FEATURES = 2048  # channels of the last block, into the classifier
+
+
+def inception_v3_feature_stages(keras: bool) -> list[FeatureStage]:
+    """The stem's last conv before each max-pool, the last block of each grid (35, 17, 8), in either flavour's names."""
+    blocks = INCEPTION_V3_BLOCKS
+    name = (lambda i: blocks[i].keras_name) if keras else (lambda i: blocks[i].torchvision_name)
+    return [
+        FeatureStage("Conv2d_2b_3x3", 64, 2),
+        FeatureStage("Conv2d_4a_3x3", 192, 4),
+        FeatureStage(name(2), blocks[3].in_channels, 8),  # Mixed_5d / mixed2, before the 35 -> 17 reduction
+        FeatureStage(name(7), blocks[8].in_channels, 16),  # Mixed_6e / mixed7, before the 17 -> 8 reduction
+        FeatureStage(name(10), FEATURES, 32),  # Mixed_7c / mixed10
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,6 +370,9 @@ class Inception3(ZooModel):
     loaded). Here the model takes what it computes on: normalise with ``info.mean = info.std = 0.5``.
     """
 
+    head_dropout = "dropout"
+    aux_heads = ("AuxLogits",)
+
     def __init__(
         self,
         num_classes: int = 1000,
@@ -358,11 +380,17 @@ class Inception3(ZooModel):
         *,
         aux_logits: bool = True,
         dropout: float = 0.5,
+        global_pool: str = "avg",
         model_name: str = "inception_v3",
         min_size: int = INCEPTION_V3_MIN_SIZE,
         native_size: int = 299,
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=min_size, native_size=native_size)
+        if aux_logits and num_classes == 0:
+            raise ValueError(
+                f"{model_name}: aux_logits=True needs classes to predict; a headless network (num_classes=0) "
+                "has no auxiliary head"
+            )
         self.aux_logits = aux_logits
         _stem(self, in_chans, BasicConv2d)
         self.AuxLogits: InceptionAux | None = None
@@ -370,9 +398,10 @@ class Inception3(ZooModel):
             self.add_module(spec.torchvision_name, spec.block(spec.in_channels, conv_block=BasicConv2d, **spec.options))
             if spec.torchvision_name == AUX_TAP and aux_logits:  # registered here to keep torchvision's key order
                 self.AuxLogits = InceptionAux(spec.in_channels, num_classes, conv_block=BasicConv2d)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.set_head(FEATURES, num_classes, global_pool)
+        self.avgpool = self.new_pool()
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(FEATURES, num_classes)
+        self.fc = self.new_classifier()
 
         # torchvision's initialisation: normal, std 0.1 for every conv and linear layer, but 0.01 for the
         # aux head's 5x5 conv and 0.001 for its classifier; BN gamma 1, beta 0. (torchvision calls
@@ -390,9 +419,9 @@ class Inception3(ZooModel):
             nn.init.normal_(self.AuxLogits.conv1.conv.weight, mean=0.0, std=0.01)
             nn.init.normal_(self.AuxLogits.fc.weight, mean=0.0, std=0.001)
 
-    def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        if self.check_inputs and self.training and self.AuxLogits is not None and isinstance(x, Tensor) and x.dim() == 4:
+    def _check_aux_input(self, x: Tensor) -> None:
+        """The auxiliary head's own minimum, checked when it is about to run (training mode)."""
+        if self.check_inputs and self.AuxLogits is not None and isinstance(x, Tensor) and x.dim() == 4:
             h, w = x.shape[-2:]
             if h < INCEPTION_V3_AUX_MIN_SIZE or w < INCEPTION_V3_AUX_MIN_SIZE:
                 raise InputShapeError(
@@ -403,22 +432,41 @@ class Inception3(ZooModel):
                     f"(then {self.min_size}x{self.min_size} is enough)."
                 )
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self._run(x, with_aux=False)[0]
+
     def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
+        # The auxiliary head runs in training only: it is a regulariser, dropped at inference.
+        x, aux = self._run(x, with_aux=self.training)
+        x = self.forward_head(x)  # avgpool, flatten, dropout, fc: N x num_classes
+        if self.training and self.aux_logits:
+            return InceptionOutputs(x, aux)
+        return x
+
+    def _run(self, x: Tensor, with_aux: bool) -> tuple[Tensor, Tensor | None]:
+        """The main path up to Mixed_7c (N x 2048 x 8 x 8 at 299), and the auxiliary head's logits where it runs."""
         self.check_input(x)
+        if with_aux:
+            self._check_aux_input(x)
         x = _run_stem(self, x)
         aux = None
         for spec in INCEPTION_V3_BLOCKS:  # 35x35 -> 17x17 -> 8x8, see the table
             x = getattr(self, spec.torchvision_name)(x)
-            # The auxiliary head runs in training only: it is a regulariser, dropped at inference.
-            if spec.torchvision_name == AUX_TAP and self.AuxLogits is not None and self.training:
+            if spec.torchvision_name == AUX_TAP and self.AuxLogits is not None and with_aux:
                 aux = self.AuxLogits(x)
-        x = self.avgpool(x)  # N x 2048 x 1 x 1
-        x = self.dropout(x)
-        x = torch.flatten(x, 1)  # N x 2048
-        x = self.fc(x)  # N x num_classes
-        if self.training and self.aux_logits:
-            return InceptionOutputs(x, aux)
-        return x
+        return x, aux
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return inception_v3_feature_stages(keras=False)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """As :meth:`ZooModel.reset_classifier`; the auxiliary head gets a new last layer too, or goes (0 classes)."""
+        super().reset_classifier(num_classes, global_pool)
+        if num_classes == 0:  # nothing left for it to train towards
+            self.AuxLogits = None
+            self.aux_logits = False
+        if self.AuxLogits is not None:
+            self.AuxLogits.fc = self._placed(nn.Linear(self.AuxLogits.fc.in_features, num_classes))
 
 
 class InceptionV3Keras(ZooModel):
@@ -432,11 +480,15 @@ class InceptionV3Keras(ZooModel):
     Glorot-uniform kernels, zero biases, BN beta 0 (mean 0, variance 1).
     """
 
+    head_pool = "avg_pool"
+    head_classifier = "predictions"
+
     def __init__(
         self,
         num_classes: int = 1000,
         in_chans: int = 3,
         *,
+        global_pool: str = "avg",
         model_name: str = "inception_v3_keras",
         min_size: int = INCEPTION_V3_MIN_SIZE,
         native_size: int = 299,
@@ -446,8 +498,9 @@ class InceptionV3Keras(ZooModel):
         for spec in INCEPTION_V3_BLOCKS:
             block = spec.block(spec.in_channels, conv_block=KerasConv2dBN, count_include_pad=False, **spec.options)
             self.add_module(spec.keras_name, block)
-        self.avg_pool = nn.AdaptiveAvgPool2d((1, 1))  # GlobalAveragePooling2D(name="avg_pool")
-        self.predictions = nn.Linear(FEATURES, num_classes)
+        self.set_head(FEATURES, num_classes, global_pool)
+        self.avg_pool = self.new_pool()  # GlobalAveragePooling2D(name="avg_pool")
+        self.predictions = self.new_classifier()
 
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -455,13 +508,15 @@ class InceptionV3Keras(ZooModel):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)
         x = _run_stem(self, x)
         for spec in INCEPTION_V3_BLOCKS:
             x = getattr(self, spec.keras_name)(x)
-        x = torch.flatten(self.avg_pool(x), 1)  # N x 2048
-        return self.predictions(x)  # N x num_classes (logits)
+        return x  # N x 2048 x 8 x 8 at 299; the head: avg_pool, flatten, predictions (logits)
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return inception_v3_feature_stages(keras=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -557,18 +612,24 @@ def creation_order_name_map(model: nn.Module, layers: Sequence[Any], source: str
     in concatenation order: the order of ``model``'s :class:`~cnnzoo.layers.ConvBNAct` units (see
     :func:`keras_layer_names`, which walks a live Keras graph instead). The k-th Conv2D goes to the
     k-th unit's ``conv``, the k-th BatchNormalization to its ``bn``, the one Dense layer to
-    ``predictions``. Every kernel shape and channel count is checked, so a file of another model
-    raises instead of loading scrambled weights.
+    ``predictions`` (a file without it, ``include_top=False``, fits a headless model). Every kernel shape
+    and channel count is checked, so a file of another model raises instead of loading scrambled weights.
+
+    The units are those of the full network, built on the meta device (nothing allocated), so that a
+    feature extractor, which holds the first units only, gets every layer's place; the loader then
+    skips the layers of the modules it lacks.
     """
     name = getattr(model, "model_name", type(model).__name__)
     convs = sorted((layer for layer in layers if layer.kind == "conv"), key=lambda layer: _creation_index(layer.name))
     norms = sorted((layer for layer in layers if layer.kind == "batchnorm"), key=lambda layer: _creation_index(layer.name))
     denses = [layer for layer in layers if layer.kind == "dense"]
-    units = [(path, m) for path, m in model.named_modules() if isinstance(m, ConvBNAct)]
-    if not (len(convs) == len(norms) == len(units)) or len(denses) != 1:
+    with torch.device("meta"):
+        full = InceptionV3Keras(in_chans=getattr(model, "in_chans", 3), model_name=name)
+    units = [(path, m) for path, m in full.named_modules() if isinstance(m, ConvBNAct)]
+    if not (len(convs) == len(norms) == len(units)) or len(denses) > 1:
         raise WeightsError(
             f"{source} has {len(convs)} Conv2D, {len(norms)} BatchNormalization and {len(denses)} Dense layers; "
-            f"{name} needs {len(units)}, {len(units)} and 1 (keras.applications.InceptionV3 with include_top=True)"
+            f"{name} needs {len(units)}, {len(units)} and 1 (keras.applications.InceptionV3; 0 with include_top=False)"
         )
     name_map: dict[str, str] = {}
     for i, (conv, norm, (path, unit)) in enumerate(zip(convs, norms, units), start=1):
@@ -587,7 +648,7 @@ def creation_order_name_map(model: nn.Module, layers: Sequence[Any], source: str
             )
         name_map[conv.name] = f"{path}.conv"
         name_map[norm.name] = f"{path}.bn"
-    name_map[denses[0].name] = "predictions"
+    name_map.update({dense.name: "predictions" for dense in denses})
     return name_map
 
 
@@ -601,11 +662,19 @@ _URL = "https://arxiv.org/abs/1512.00567"
 
 
 def _build(name: str, num_classes: int, in_chans: int, **options) -> Inception3 | InceptionV3Keras:
-    """torchvision's flavour (options ``aux_logits``, ``dropout``) or Keras' (no options), by name."""
+    """torchvision's flavour (options ``aux_logits``, ``dropout``) or Keras' (no options of its own), by name.
+
+    Both take ``global_pool``. A headless torchvision flavour (``num_classes=0``) is built without the
+    auxiliary head unless ``aux_logits=True`` is asked for, which then fails: it has nothing to predict.
+    """
     if name == "inception_v3_keras":
-        check_options(name, options, ())
-        return InceptionV3Keras(num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299)
-    check_options(name, options, ("aux_logits", "dropout"))
+        check_options(name, options, ("global_pool",))
+        return InceptionV3Keras(
+            num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options
+        )
+    check_options(name, options, ("aux_logits", "dropout", "global_pool"))
+    if num_classes == 0:
+        options.setdefault("aux_logits", False)
     return Inception3(num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options)
 
 

@@ -14,6 +14,12 @@ plain dense layer instead of the partially connected C3 and the RBF output:
 
 The seed ends with a softmax; we return logits, since ``nn.CrossEntropyLoss`` applies log-softmax
 itself (apply ``softmax`` for probabilities).
+
+As a backbone: the "features" are the two conv stages, the classifier is the FC stack (fc1, fc2,
+fc3). ``num_features`` is 16, the channels of pool2's map; headless (``num_classes=0``) the network
+returns those 16 channels pooled by ``global_pool``, and ``forward_head(x, pre_logits=True)`` of the
+full network gives fc2's 84 (the paper's F6). ``features_only`` offers relu1 (6 channels, full
+resolution), relu2 (16, /2: the 10x10 map before pool2) and pool2 (16, /4).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 from torch import nn
 
 from ..registry import register_model
-from ._base import ZooModel, check_options
+from ._base import FeatureStage, ZooModel, check_options
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -45,16 +51,30 @@ LENET_MIN_SIZE = 12  # pool2 needs a 2x2 map, so conv2 needs 4+4, pool1 10+2 -> 
 POOLED = 5  # side of the map before the classifier at the native 28x28
 
 
+def lenet_feature_stages(config: LeNetConfig) -> list[FeatureStage]:
+    """The ReLU before each pool, and the last pool (forward_features' map); reductions 1, 2, 4."""
+    return [
+        FeatureStage("features.relu1", config.conv1, 1),
+        FeatureStage("features.relu2", config.conv2, 2),
+        FeatureStage("features.pool2", config.conv2, 4),
+    ]
+
+
 class LeNet5(ZooModel):
+    head_classifier = "classifier"
+    head_map_size = POOLED
+
     def __init__(
         self,
         num_classes: int = 10,
         in_chans: int = 1,
         *,
+        global_pool: str = "avg",
         config: LeNetConfig = LENET_CONFIGS["lenet5"],
         model_name: str = "lenet5",
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=LENET_MIN_SIZE, native_size=28)
+        self.config = config
         self.features = nn.Sequential(
             OrderedDict(
                 conv1=nn.Conv2d(in_chans, config.conv1, kernel_size=5, padding=2),  # 'same' for 5x5, stride 1
@@ -65,9 +85,15 @@ class LeNet5(ZooModel):
                 pool2=nn.MaxPool2d(kernel_size=2, stride=2),
             )
         )
-        # A no-op at the native 28x28 (the map is already 5x5); lets other sizes reach the same head.
-        self.avgpool = nn.AdaptiveAvgPool2d((POOLED, POOLED))
-        self.classifier = nn.Sequential(
+        self.set_head(config.conv2, num_classes, global_pool)
+        # With the classifier: a no-op at the native 28x28 (the map is already 5x5); lets other sizes
+        # reach the same head. Headless: the global pool of global_pool.
+        self.avgpool = self.new_pool()
+        self.classifier = self.new_classifier()
+
+    def build_classifier(self, num_classes: int) -> nn.Sequential:
+        config = self.config
+        return nn.Sequential(
             OrderedDict(
                 fc1=nn.Linear(config.conv2 * POOLED * POOLED, config.fc1),
                 relu3=nn.ReLU(inplace=True),
@@ -77,11 +103,12 @@ class LeNet5(ZooModel):
             )
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.features(x)
-        x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+        return self.features(x)
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return lenet_feature_stages(self.config)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,8 +117,8 @@ class LeNet5(ZooModel):
 
 
 def _build(name: str, num_classes: int, in_chans: int, **options) -> LeNet5:
-    check_options(name, options, ())  # the seed's network has no options
-    return LeNet5(num_classes, in_chans, config=LENET_CONFIGS[name], model_name=name)
+    check_options(name, options, ("global_pool",))  # the seed's network has no options of its own
+    return LeNet5(num_classes, in_chans, config=LENET_CONFIGS[name], model_name=name, **options)
 
 
 @register_model(

@@ -31,6 +31,12 @@ flavours; a 0-pixel one does not (the 7x7 / 3x3 kernels no longer fit the padded
 ``min_size`` is 1. (Keras' own ``ResNet50`` refuses inputs below 32x32; that is a policy, not a limit of
 the network.) In training mode BatchNorm also needs more than one value per channel, i.e. a batch of at
 least 2 when the last stage is 1x1 (any input up to 32x32 for the ImageNet models).
+
+As a backbone (``forward_features``, ``num_classes=0``, ``features_only``): ``num_features`` is the
+last stage's width (2048 for the bottleneck models, 512 for resnet18/34, 64 for CIFAR). The feature
+stages are the stem's ReLU (``relu`` /2, ``conv1_relu`` in the Keras flavour) and every stage's
+output: ``layer1`` .. ``layer4`` (/4 .. /32; the Keras flavour's last blocks ``conv2_block3`` ...),
+and for CIFAR ``layer1`` .. ``layer3`` at /1, /2, /4.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from torch import nn
 
 from ..layers import GlobalAvgPool2d, ShortcutA
 from ..registry import register_model
-from ._base import ZooModel, check_options
+from ._base import FeatureStage, ZooModel, check_options
 
 __all__ = [
     "BasicBlock",
@@ -117,6 +123,33 @@ KERAS_STRIDES = (1, 2, 2, 2)
 KERAS_BN_EPS = 1.001e-5
 # Keras keeps moving = 0.99 * moving + 0.01 * batch; PyTorch's momentum is the weight of the new batch.
 KERAS_BN_MOMENTUM = 1 - 0.99
+
+
+def resnet_feature_stages(block: type[BasicBlock] | type[Bottleneck]) -> list[FeatureStage]:
+    """The stem's ReLU (/2), then layer1 .. layer4, behind the stem's max pool (/4) and each stage's stride."""
+    stages, reduction = [FeatureStage("relu", 64, 2)], 4
+    for i, (planes, stride) in enumerate(zip(IMAGENET_PLANES, IMAGENET_STRIDES, strict=True), start=1):
+        reduction *= stride
+        stages.append(FeatureStage(f"layer{i}", planes * block.expansion, reduction))
+    return stages
+
+
+def cifar_feature_stages() -> list[FeatureStage]:
+    """layer1 .. layer3 (the stem keeps the resolution, so its map equals layer1's in size)."""
+    stages, reduction = [], 1
+    for i, (width, stride) in enumerate(zip(CIFAR_WIDTHS, CIFAR_STRIDES, strict=True), start=1):
+        reduction *= stride
+        stages.append(FeatureStage(f"layer{i}", width, reduction))
+    return stages
+
+
+def keras_feature_stages(layers: list[int]) -> list[FeatureStage]:
+    """conv1_relu (/2), then each stage's last block (Keras' ``conv2_block3_out`` ... is that block's output)."""
+    stages, reduction = [FeatureStage("conv1_relu", 64, 2)], 4
+    for stage, (filters, num_blocks, stride) in enumerate(zip(KERAS_FILTERS, layers, KERAS_STRIDES, strict=True), start=2):
+        reduction *= stride
+        stages.append(FeatureStage(f"conv{stage}_block{num_blocks}", 4 * filters, reduction))
+    return stages
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,9 +345,11 @@ class ResNet(ZooModel):
         *,
         zero_init_residual: bool = False,
         stride_in_1x1: bool = False,
+        global_pool: str = "avg",
         model_name: str = "resnet",
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=MIN_SIZE, native_size=224)
+        self.block = block
         if stride_in_1x1 and block is not Bottleneck:
             raise ValueError("stride_in_1x1 applies to bottleneck blocks (ResNet-50/101/152) only")
         block_options = {"stride_in_1x1": stride_in_1x1} if block is Bottleneck else {}
@@ -327,15 +362,18 @@ class ResNet(ZooModel):
             stage = make_stage(block, channels, planes, num_blocks, stride, projection_shortcut, **block_options)
             self.add_module(f"layer{i}", stage)
             channels = planes * block.expansion
-        self.avgpool = nn.AdaptiveAvgPool2d(1)  # global: any input size gives one vector
-        self.fc = nn.Linear(channels, num_classes)
+        self.set_head(channels, num_classes, global_pool)
+        self.avgpool = self.new_pool()  # global: any input size gives one vector
+        self.fc = self.new_classifier()
         init_weights(self, zero_init_residual)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return resnet_feature_stages(self.block)
 
 
 class CifarResNet(ZooModel):
@@ -343,7 +381,16 @@ class CifarResNet(ZooModel):
     pool, fc. Shortcuts are option A (parameter free), as in the paper's CIFAR experiments.
     """
 
-    def __init__(self, n: int, num_classes: int = 10, in_chans: int = 3, *, zero_init_residual: bool = False, model_name: str = "cifar_resnet") -> None:
+    def __init__(
+        self,
+        n: int,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        *,
+        zero_init_residual: bool = False,
+        global_pool: str = "avg",
+        model_name: str = "cifar_resnet",
+    ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=MIN_SIZE, native_size=32)
         self.conv1 = conv3x3(in_chans, CIFAR_WIDTHS[0])
         self.bn1 = nn.BatchNorm2d(CIFAR_WIDTHS[0])
@@ -352,15 +399,18 @@ class CifarResNet(ZooModel):
         for i, (width, stride) in enumerate(zip(CIFAR_WIDTHS, CIFAR_STRIDES), start=1):
             self.add_module(f"layer{i}", make_stage(BasicBlock, channels, width, n, stride, ShortcutA))
             channels = width
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        self.set_head(channels, num_classes, global_pool)
+        self.avgpool = self.new_pool()
+        self.fc = self.new_classifier()
         init_weights(self, zero_init_residual)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return cifar_feature_stages()
 
 
 class KerasResNet(ZooModel):
@@ -372,8 +422,20 @@ class KerasResNet(ZooModel):
     Keras' layer order and ``forward`` chains them, as Keras' functional graph does.
     """
 
-    def __init__(self, layers: list[int], num_classes: int = 1000, in_chans: int = 3, *, model_name: str = "resnet_keras") -> None:
+    head_pool = "avg_pool"
+    head_classifier = "predictions"
+
+    def __init__(
+        self,
+        layers: list[int],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        *,
+        global_pool: str = "avg",
+        model_name: str = "resnet_keras",
+    ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=MIN_SIZE, native_size=224)
+        self.blocks_per_stage = layers
         self.conv1_pad = nn.ZeroPad2d(3)
         self.conv1_conv = nn.Conv2d(in_chans, 64, 7, stride=2)
         self.conv1_bn = keras_bn(64)
@@ -388,19 +450,28 @@ class KerasResNet(ZooModel):
                 block = KerasBottleneck(channels, filters, stride if i == 1 else 1, conv_shortcut=i == 1)
                 self.add_module(f"conv{stage}_block{i}", block)
                 channels = 4 * filters
-        self.avg_pool = GlobalAvgPool2d()
-        self.predictions = nn.Linear(channels, num_classes)
+        self.set_head(channels, num_classes, global_pool)
+        self.avg_pool = self.new_pool()
+        self.predictions = self.new_classifier()
         # Keras' defaults: Glorot-uniform kernels, zero biases, BN gamma 1 / beta 0 (already PyTorch's).
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def global_avg_pool(self) -> nn.Module:
+        return GlobalAvgPool2d()  # Keras' GlobalAveragePooling2D: (N, C, H, W) -> (N, C)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        for layer in self.children():
+        for name, layer in self.named_children():  # Keras' graph is a chain of these, up to the head
+            if name == self.head_pool:
+                break
             x = layer(x)
         return x
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return keras_feature_stages(self.blocks_per_stage)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,8 +501,14 @@ def keras_name_map(model: nn.Module) -> dict[str, str]:
 
 
 def _keras_names(model: nn.Module, layers: Any, source: str) -> dict[str, str]:
-    """The registry's ``keras_names``: the modules carry Keras' layer names, so the file's layers are not needed."""
-    return keras_name_map(model)
+    """The registry's ``keras_names``: the modules carry Keras' layer names, so the file's layers are not needed.
+
+    Named on the full network (built on the meta device: nothing allocated), so that a headless model
+    or a feature extractor also gets the places of the layers it lacks, which the loader then skips.
+    """
+    with torch.device("meta"):
+        full = KerasResNet(KERAS_RESNET_CONFIGS[model.model_name], in_chans=model.in_chans, model_name=model.model_name)
+    return keras_name_map(full)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,14 +568,14 @@ def _build(name: str, num_classes: int, in_chans: int, **options) -> ResNet | Ci
     """The network of any ResNet in this file, by the table its name is in."""
     if name in RESNET_CONFIGS:
         block = BLOCK_TYPES[RESNET_CONFIGS[name].block]
-        taken = ("zero_init_residual", "stride_in_1x1") if block is Bottleneck else ("zero_init_residual",)
+        taken = ("zero_init_residual", "stride_in_1x1", "global_pool") if block is Bottleneck else ("zero_init_residual", "global_pool")
         check_options(name, options, taken)  # stride_in_1x1 moves a bottleneck's stride: not for basic blocks
         return ResNet(block, RESNET_CONFIGS[name].layers, num_classes, in_chans, model_name=name, **options)
     if name in CIFAR_RESNET_CONFIGS:
-        check_options(name, options, ("zero_init_residual",))
+        check_options(name, options, ("zero_init_residual", "global_pool"))
         return CifarResNet(CIFAR_RESNET_CONFIGS[name], num_classes, in_chans, model_name=name, **options)
-    check_options(name, options, ())  # keras.applications' ResNets have no options
-    return KerasResNet(KERAS_RESNET_CONFIGS[name], num_classes, in_chans, model_name=name)
+    check_options(name, options, ("global_pool",))  # keras.applications' pooling=; no options of their own
+    return KerasResNet(KERAS_RESNET_CONFIGS[name], num_classes, in_chans, model_name=name, **options)
 
 
 _V15 = "ResNet v1.5 (stride in the 3x3 conv, as torchvision); stride_in_1x1=True gives the paper's v1."

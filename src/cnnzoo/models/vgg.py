@@ -12,6 +12,14 @@ Layers are named as in Keras' VGG16/VGG19 (``block1_conv1`` ... ``block5_pool``,
 ``predictions``), so ``summary()`` reads like the Keras table and Keras weights map by name. The
 adaptive 7x7 average pool before the classifier is torchvision's: at 224x224 the map is already 7x7,
 so it does nothing there, and it lets any input of at least 32x32 reach the same classifier.
+
+As a backbone: the features are the conv blocks up to block5_pool, the classifier the MLP fc1, fc2,
+predictions. ``num_features`` is 512, the channels of block5_pool's map, and a headless network
+(``num_classes=0``) returns those 512 pooled by ``global_pool``, as Keras' ``VGG16(include_top=False,
+pooling="avg")`` does (the whole MLP goes). The 4096 features of fc2 are ``forward_head(x,
+pre_logits=True)`` of the full network (timm's ``head_hidden_size``). ``features_only`` offers the
+ReLU before each pool (``block1_conv2_relu`` /1 ... ``block5_conv3_relu`` /16, timm's choice) and
+``block5_pool`` (/32).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import torch
 from torch import nn
 
 from ..registry import register_model
-from ._base import ZooModel, check_options
+from ._base import FeatureStage, ZooModel, check_options
 from ._keys import renamer_from_sequences
 
 # Table 1, columns A, B, D and E (the ones torchvision and Keras ship).
@@ -35,6 +43,20 @@ VGG_CONFIGS: dict[str, list[int | str]] = {
 }
 TABLE1_COLUMN = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
 VGG_MIN_SIZE = 32  # five halvings: the smallest input that leaves a 1x1 map after block5_pool
+POOLED = 7  # side of the map the classifier reads (adaptive average pool; 7x7 already at 224x224)
+
+
+def vgg_feature_stages(cfg: list[int | str]) -> list[FeatureStage]:
+    """The ReLU of the last conv before each "M", then the last pool (forward_features' map)."""
+    stages: list[FeatureStage] = []
+    block, conv, channels, reduction = 1, 0, 0, 1
+    for v in cfg:
+        if v == "M":
+            stages.append(FeatureStage(f"features.block{block}_conv{conv}_relu", channels, reduction))
+            block, conv, reduction = block + 1, 0, reduction * 2
+        else:
+            conv, channels = conv + 1, int(v)
+    return stages + [FeatureStage(f"features.block{block - 1}_pool", channels, reduction)]
 
 
 def make_features(cfg: list[int | str], in_chans: int = 3, batch_norm: bool = False) -> nn.Sequential:
@@ -56,6 +78,9 @@ def make_features(cfg: list[int | str], in_chans: int = 3, batch_norm: bool = Fa
 
 
 class VGG(ZooModel):
+    head_classifier = "classifier"
+    head_map_size = POOLED
+
     def __init__(
         self,
         cfg: list[int | str],
@@ -65,22 +90,28 @@ class VGG(ZooModel):
         in_chans: int = 3,
         batch_norm: bool = False,
         dropout: float = 0.5,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__(model_name=model_name, in_chans=in_chans, min_size=VGG_MIN_SIZE, native_size=224)
+        self.cfg, self.dropout_rate = cfg, dropout
         self.features = make_features(cfg, in_chans, batch_norm)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
+        self.set_head(int([v for v in cfg if v != "M"][-1]), num_classes, global_pool)
+        self.avgpool = self.new_pool()  # the classifier's 7x7 map, or (headless) the global pool
+        self.classifier = self.new_classifier()
+        self._init_weights()
+
+    def build_classifier(self, num_classes: int) -> nn.Sequential:
+        return nn.Sequential(
             OrderedDict(
-                fc1=nn.Linear(512 * 7 * 7, 4096),
+                fc1=nn.Linear(self.num_features * POOLED * POOLED, 4096),
                 fc1_relu=nn.ReLU(inplace=True),
-                fc1_dropout=nn.Dropout(p=dropout),
+                fc1_dropout=nn.Dropout(p=self.dropout_rate),
                 fc2=nn.Linear(4096, 4096),
                 fc2_relu=nn.ReLU(inplace=True),
-                fc2_dropout=nn.Dropout(p=dropout),
+                fc2_dropout=nn.Dropout(p=self.dropout_rate),
                 predictions=nn.Linear(4096, num_classes),
             )
         )
-        self._init_weights()
 
     def _init_weights(self) -> None:
         # The paper initialised deep nets from shallower ones; Kaiming (He et al. 2015) makes that unnecessary.
@@ -95,11 +126,12 @@ class VGG(ZooModel):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.features(x)
-        x = self.avgpool(x)
-        return self.classifier(torch.flatten(x, 1))
+        return self.features(x)
+
+    def feature_stages(self) -> list[FeatureStage]:
+        return vgg_feature_stages(self.cfg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,12 +147,20 @@ def keras_name_map(model: VGG) -> dict[str, str]:
 
 
 def _keras_names(model: nn.Module, layers: Any, source: str) -> dict[str, str]:
-    """The registry's ``keras_names``: VGG16/19 carry Keras' layer names, so the file's layers are not needed."""
-    return keras_name_map(model)
+    """The registry's ``keras_names``: VGG16/19 carry Keras' layer names, so the file's layers are not needed.
+
+    Named on the full network (built on the meta device: nothing allocated), so that a headless model
+    or a feature extractor also gets the places of the layers it lacks, which the loader then skips.
+    """
+    base = model.model_name.removesuffix("_bn")
+    with torch.device("meta"):
+        batch_norm = base != model.model_name
+        full = VGG(VGG_CONFIGS[base], model_name=model.model_name, in_chans=model.in_chans, batch_norm=batch_norm)
+    return keras_name_map(full)
 
 
 # Keras' Flatten sees the 7x7x512 map in (H, W, C) order; fc1's rows need reordering to (C, H, W).
-KERAS_FLATTEN = {"fc1": (512, 7, 7)}
+KERAS_FLATTEN = {"fc1": (512, POOLED, POOLED)}
 
 _CLASSIFIER = ["fc1", "fc1_relu", "fc1_dropout", "fc2", "fc2_relu", "fc2_dropout", "predictions"]
 
@@ -156,7 +196,7 @@ def _vgg_info(name: str, keras: str | None = None) -> dict[str, Any]:
 
 
 def _build(name: str, num_classes: int, in_chans: int, **options) -> VGG:
-    check_options(name, options, ("dropout",))
+    check_options(name, options, ("dropout", "global_pool"))
     base = name.removesuffix("_bn")
     cfg = VGG_CONFIGS[base]
     return VGG(cfg, model_name=name, num_classes=num_classes, in_chans=in_chans, batch_norm=name != base, **options)

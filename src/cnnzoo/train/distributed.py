@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..options import check_device_name
 from .config import TrainingError
 
 __all__ = ["Dist", "all_reduce_sum", "gather_rng_states", "pick_device", "setup_distributed"]
@@ -63,6 +64,7 @@ def gather_rng_states(d: Dist) -> list[torch.Tensor]:
 
 def pick_device(name: str | None, d: Dist) -> torch.device:
     """The device ``name`` asks for (None or "auto": cuda when there is one); each rank on its own GPU."""
+    check_device_name(name, label="--device")  # "tpu" is refused in one line, not by torch.device's RuntimeError
     if name in (None, "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and d.world > 1:

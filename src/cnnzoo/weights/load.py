@@ -29,12 +29,12 @@ TorchScript archives hold code and are refused.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import CnnzooError, WeightsError
+from ..hub import download_url, file_digest, is_url
 from ..registry import get_model_info, list_models
-from .cnnzoo_format import read_metadata, resolve_checkpoint
+from .adapt import adapt_input_convs
+from .cnnzoo_format import read_metadata, resolve_checkpoint, sniff_file
 from .keras import (
     HDF5_MAGIC,
     convert_bn_momentum,
@@ -94,12 +96,8 @@ class LoadReport:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as 64 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 of a file, as 64 hex digits (remembered while the file does not change: hashed once per process)."""
+    return file_digest(path, "sha256")
 
 
 def verify_sha256(path: str | Path, expected: str) -> str:
@@ -123,24 +121,45 @@ def detect_format(path: str | Path) -> str:
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(HDF5_MAGIC):
-        return keras_file_kind(path)
+        with damaged_file(path, "HDF5 file"):
+            return keras_file_kind(path)
     if head.startswith(b"PK\x03\x04"):
-        return _zip_format(path)
+        with damaged_file(path, "zip archive"):
+            return _zip_format(path)
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return "cnnzoo" if _safetensors_metadata(path).get("format") == "cnnzoo" else "safetensors"
     if head[:1] == b"\x80":  # a pickle stream: torch.save's format before PyTorch 1.6 (old torchvision files)
         return "torch"
     hint = " An ONNX model is an export, not a weights source." if path.suffix == ".onnx" else ""
     raise WeightsError(
-        f"{path}: not a weights file cnnzoo reads (it starts with {head[:8]!r}). Expected safetensors, a PyTorch "
+        f"{path}: not a weights file cnnzoo reads ({sniff_file(path)[1]}). Expected safetensors, a PyTorch "
         f".pth / .pt state dict, or a Keras .h5 / .weights.h5 / .keras file.{hint}"
     )
 
 
+@contextmanager
+def damaged_file(path: str | Path, what: str) -> Iterator[None]:
+    """Whatever goes wrong while a file is parsed is the file's fault: a :class:`WeightsError` naming it.
+
+    The parsers (h5py, zipfile, safetensors, the unpickler) raise whatever their input leads them to --
+    KeyError, IndexError, UnicodeDecodeError, OSError, RuntimeError, measured by benchmarks/fuzz_readers.py --
+    so this catches every exception but cnnzoo's own, around the reading only, never around the loading.
+    """
+    try:
+        yield
+    except CnnzooError:
+        raise
+    except Exception as e:  # see the docstring: the parsers raise anything
+        text = str(e).splitlines()[0] if str(e) else ""
+        raise WeightsError(f"{path}: a damaged {what} ({type(e).__name__}{': ' + text[:200] if text else ''})") from None
+
+
 def _require_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file that is not empty; else a :class:`WeightsError` saying what it is
+    (a FIFO, a folder, a symlink loop ...): nothing here opens what is not a regular file, so nothing blocks."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise WeightsError(f"{path}: {sniff_file(path)[1]}")
     return path
 
 
@@ -190,8 +209,9 @@ def torch_load_safely(path: str | Path) -> Any:
             "(torch.load with weights_only=True); nothing in the file was run. If it is a whole pickled model "
             "(torch.save(model)), save model.state_dict() instead where you trust the file."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise WeightsError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    except Exception as e:  # a damaged file makes the unpickler raise anything (see damaged_file)
+        text = str(e).splitlines()[0][:200] if str(e) else ""
+        raise WeightsError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {text})") from None
 
 
 def read_state_dict(path: str | Path, fmt: str | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -202,7 +222,8 @@ def read_state_dict(path: str | Path, fmt: str | None = None) -> tuple[dict[str,
     fmt = fmt or detect_format(path)
     notes: list[str] = []
     if fmt in ("cnnzoo", "safetensors"):
-        state = load_file(str(path))
+        with damaged_file(path, "safetensors file"):
+            state = load_file(str(path))
     elif fmt == "torch":
         state = _find_state_dict(torch_load_safely(path), path, notes)
     else:
@@ -258,32 +279,51 @@ def _match_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[
 # --------------------------------------------------------------------------------------------------
 
 
-def load_pretrained(model: nn.Module, path: str | Path, *, sha256: str | None = None, reset_head: bool = False) -> LoadReport:
+def load_pretrained(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    sha256: str | None = None,
+    reset_head: bool = False,
+    backbone_only: bool = False,
+    adapt_input: bool = False,
+) -> LoadReport:
     """Load any accepted weights file (see the module docstring) into ``model``, strictly.
 
-    ``path`` may also be a cnnzoo run folder (its best checkpoint). ``sha256`` checks the file before
-    anything in it is read. ``reset_head=True`` lets a model built with another ``num_classes`` keep
-    its own, freshly initialised classifier and load everything else; without it a different head is
-    an error that says so.
+    ``path`` may also be a cnnzoo run folder (its best checkpoint), or an http(s) URL, fetched once
+    into the cache (:func:`cnnzoo.hub.download_url`) and used only when ``sha256`` pins it. ``sha256``
+    checks the file before anything in it is read. ``reset_head=True`` lets a model built with another
+    ``num_classes`` keep its own, freshly initialised classifier and load everything else; without it
+    a different head is an error that says so. ``backbone_only=True`` is for files without a usable
+    classifier (Keras' ``*_notop`` files lack it, torchvision's VGG16 ``IMAGENET1K_FEATURES`` holds NaN
+    there): everything but the model's classifier loads, the classifier keeps its fresh initialisation.
+    ``adapt_input=True`` fits the file's 3-channel first convolution to a model built with another
+    ``in_chans`` (:mod:`cnnzoo.weights.adapt`). The report's notes say what was adapted.
     """
     model = unwrap(model)  # DDP / torch.compile wrappers: load into the model inside
+    digest = None
+    if is_url(path):
+        path = download_url(str(path), sha256=sha256)  # refuses a URL without a digest, verifies while streaming
+        digest, sha256 = file_digest(path, "sha256"), None  # remembered by the hub: not hashed twice
     path = _require_file(resolve_checkpoint(path) if Path(path).is_dir() else path)
     name = getattr(model, "model_name", type(model).__name__)
-    digest = verify_sha256(path, sha256) if sha256 else None
+    digest = verify_sha256(path, sha256) if sha256 else digest
     fmt = detect_format(path)
     source = f"{FORMATS[fmt]} {path}"
     if fmt.startswith("keras"):
-        layers = read_keras_file(path)
+        with damaged_file(path, FORMATS[fmt] + " file"):
+            layers = read_keras_file(path)
         name_map, flatten_from = zoo_keras_name_map(model, layers, str(path))
+        layers, notes = _skip_dropped_layers(model, layers, name_map)
         state = keras_state_dict(model, layers, name_map, flatten_from=flatten_from, source=str(path))
-        notes: list[str] = []
         names = f"{len(layers)} Keras layers placed on {name}"
     else:
         if fmt == "cnnzoo":
             _check_cnnzoo_model(path, name)
         state, notes = read_state_dict(path, fmt)
         state, names = _match_keys(model, state)
-    notes += _fit(model, state, reset_head=reset_head, source=str(path))
+    fitting = dict(reset_head=reset_head, backbone_only=backbone_only, adapt_input=adapt_input)
+    notes += _fit(model, state, source=str(path), **fitting)
     load_state_dict_checked(model, state, source=source)
     if fmt.startswith("keras"):
         convert_bn_momentum(model, layers, name_map)
@@ -302,21 +342,42 @@ def _check_cnnzoo_model(path: Path, name: str) -> None:
         )
 
 
-def _fit(model: nn.Module, state: dict[str, torch.Tensor], *, reset_head: bool, source: str) -> list[str]:
-    """Adapt ``state`` (in place) where the model asks for it: auxiliary heads it lacks, a new head."""
+def _fit(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    reset_head: bool,
+    source: str,
+    backbone_only: bool = False,
+    adapt_input: bool = False,
+) -> list[str]:
+    """Adapt ``state`` (in place) where the model asks for it: auxiliary heads it lacks, a file without a
+    usable classifier, another number of input channels, a new head."""
     notes = []
     name = getattr(model, "model_name", type(model).__name__)
     own = model.state_dict()
+    if backbone_only:
+        notes += _keep_fresh_classifier(model, state, own)
+    else:
+        _check_classifier(model, state, source)
+    if adapt_input:
+        notes += adapt_input_convs(model, state)
     aux = sorted({k.split(".")[0] for k in state if k not in own and k.split(".")[0] in AUX_HEADS})
     if aux:
         for key in [k for k in state if k.split(".")[0] in aux]:
             del state[key]
         notes.append(f"ignored the file's auxiliary classifier{'s' if len(aux) > 1 else ''} {', '.join(aux)}: {name} was built without (aux_logits=False)")
+    dropped = [k for k in state if k not in own and _dropped_module(model, k) is not None]
+    if dropped:
+        modules = _in_network_order(model, {_dropped_module(model, k) for k in dropped})
+        for key in dropped:
+            del state[key]
+        notes.append(f"ignored {len(dropped)} tensors of the file's {_listed(modules)}: {name} is built without them")
 
     mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
     head = [k for k in mismatched if _is_head(model, k, own[k], state[k])]
     if not head:
-        if reset_head:
+        if reset_head and not dropped:
             notes.append("reset_head: the file's classifier already has as many classes as the model; loaded it")
         return notes
     ours, theirs = own[head[0]].shape[0], state[head[0]].shape[0]
@@ -332,6 +393,88 @@ def _fit(model: nn.Module, state: dict[str, torch.Tensor], *, reset_head: bool, 
         state[key] = own[key]
     notes.append(f"reset the head: {', '.join(head)} keep their fresh initialisation for {ours} classes (the file's head has {theirs})")
     return notes
+
+
+def _dropped_module(model: nn.Module, path: str) -> str | None:
+    """The module of the full network that ``path`` lies in and ``model`` was built without, if any.
+
+    Models declare those as ``dropped_modules``: a headless network (``num_classes=0``) its classifier,
+    a feature extractor (``features_only``) also the stages after its last one.
+    """
+    return next((m for m in getattr(model, "dropped_modules", ()) if path == m or path.startswith(m + ".")), None)
+
+
+def _in_network_order(model: nn.Module, modules: set[str | None]) -> list[str]:
+    return [m for m in getattr(model, "dropped_modules", ()) if m in modules]
+
+
+def _listed(names: list[str], most: int = 4) -> str:
+    """``a, b, c, ..., z (26 in all)``: the first and the last of a long list."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return ", ".join(names[: most - 1]) + f", ..., {names[-1]} ({len(names)} in all)"
+
+
+def _skip_dropped_layers(model: nn.Module, layers: list, name_map: dict[str, str]) -> tuple[list, list[str]]:
+    """The Keras layers that have a place in ``model``, and a note on those of modules it was built without."""
+    skipped = [layer for layer in layers if layer.name in name_map and _dropped_module(model, name_map[layer.name])]
+    if not skipped:
+        return layers, []
+    modules = _in_network_order(model, {_dropped_module(model, name_map[layer.name]) for layer in skipped})
+    name = getattr(model, "model_name", type(model).__name__)
+    note = (
+        f"ignored {len(skipped)} Keras layers of the file ({_listed([layer.name for layer in skipped])}), "
+        f"for {_listed(modules)}: {name} is built without them"
+    )
+    skipped_names = {layer.name for layer in skipped}  # by name: KerasLayer compares arrays, ambiguously
+    return [layer for layer in layers if layer.name not in skipped_names], [note]
+
+
+def _classifier_keys(model: nn.Module, keys) -> list[str]:
+    """The keys under the model's classifier (``ZooModel.head_classifier``: ``fc``, VGG's whole ``classifier`` MLP)."""
+    prefix = getattr(model, "head_classifier", None)
+    if prefix is None:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise WeightsError(f"{name}: not a zoo model, so which layers form its classifier is unknown; use reset_head")
+    return [k for k in keys if k.startswith(prefix + ".")]
+
+
+def _keep_fresh_classifier(model: nn.Module, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> list[str]:
+    """``backbone_only``: the file's classifier tensors (absent, or not trained) give way to the model's own."""
+    if getattr(model, "head_classifier", None) is None and getattr(model, "dropped_modules", ()):
+        return []  # a feature extractor: built without the classifier, whose keys are ignored below
+    theirs = _classifier_keys(model, state)
+    for key in theirs:
+        del state[key]
+    mine = _classifier_keys(model, own)
+    state.update({k: own[k] for k in mine})
+    if not mine:
+        return [f"the file's classifier ({len(theirs)} tensors) is not used: the model has none"] if theirs else []
+    what = f"ignored the file's {len(theirs)} classifier tensors" if theirs else "the file has no classifier"
+    prefix = model.head_classifier
+    return [f"backbone only: {what}; {prefix} keeps its fresh initialisation ({len(mine)} tensors)"]
+
+
+def _check_classifier(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse, saying why and what to do, a file without a classifier (Keras' *_notop) and one whose classifier
+    is NaN, published for its features alone (torchvision's VGG16 IMAGENET1K_FEATURES)."""
+    if getattr(model, "head_classifier", None) is None:
+        return
+    own = model.state_dict(keep_vars=True)
+    mine = _classifier_keys(model, own)
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    if mine and missing and set(missing) <= set(mine):
+        raise WeightsError(
+            f"{source}: the file has no classifier ({', '.join(mine[:4])}{' ...' if len(mine) > 4 else ''} missing), "
+            "like Keras' *_notop files: load it with backbone_only=True for a fresh classifier, as pretrained= does"
+        )
+    keys = [k for k in _classifier_keys(model, state) if k in own]  # a headless model ignores the file's classifier
+    bad = [k for k in keys if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if bad:
+        raise WeightsError(
+            f"{source}: the classifier in this file holds NaN or infinite values ({', '.join(bad)}): it was published "
+            "for its features only. Load it with backbone_only=True (a fresh classifier), as pretrained= does."
+        )
 
 
 def _is_head(model: nn.Module, key: str, mine: torch.Tensor, theirs: torch.Tensor) -> bool:

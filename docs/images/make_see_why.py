@@ -1,0 +1,82 @@
+"""Make the README's "See why" pictures: a CAM overlay and a screenshot of a report, from a trained LeNet-5.
+
+    cnnzoo train lenet5 --out runs/lenet5            # the default 30 epochs (98.7% on the held-out digits)
+    python docs/images/make_see_why.py runs/lenet5   # writes docs/images/cam_lenet5.png and report_lenet5.png
+
+The digits are held-out images of the embedded 5,000-digit MNIST subset, written as PNG files first, so
+that the commands run as a user runs them (``cnnzoo cam``, ``cnnzoo report``). The screenshot is taken by
+the same headless-Chromium driver as ``tests/test_report.py``, after a click on a layer of the diagram.
+Each picture is stored with a 128-colour palette, which keeps it well under 300 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from PIL import Image  # noqa: E402
+
+from cnnzoo.cli import main as cnnzoo  # noqa: E402
+from cnnzoo.data import load_mnist5k  # noqa: E402
+from tests.test_report import Browser, _chromium  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DIGITS = (30, 350, 720, 960)  # held-out images of four different classes (the test split is ordered by class)
+VIEWPORT = (1400, 900)
+
+
+def _palette(source: Path, dest: Path, colours: int = 128) -> None:
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+
+
+def _screenshot(page: Path, out: Path, click: str) -> None:
+    executable = _chromium()
+    if executable is None:
+        raise SystemExit("no Chromium found: apt-get install chromium")
+    with tempfile.TemporaryDirectory() as tmp:
+        browser = Browser(executable, Path(tmp) / "profile")
+        try:
+            browser.open(page.resolve().as_uri(), VIEWPORT)
+            browser.click_element(click)
+            browser.evaluate("window.scrollTo(0, 0)")
+            shot = browser.call("Page.captureScreenshot", format="png")
+        finally:
+            browser.close()
+        raw = Path(tmp) / "shot.png"
+        raw.write_bytes(base64.b64decode(shot["data"]))
+        _palette(raw, out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run folder of cnnzoo train lenet5")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _, test = load_mnist5k()
+        files = []
+        for index in DIGITS:
+            image, label = test[index]
+            files.append(folder / f"digit_{label}.png")
+            Image.fromarray(image[0].numpy()).save(files[-1])
+        if cnnzoo(["cam", args.run, str(files[1]), "--out", str(folder / "cams")]) != 0:
+            return 1
+        _palette(folder / "cams" / f"{files[1].stem}_gradcam.png", HERE / "cam_lenet5.png")
+        page = folder / "report.html"
+        if cnnzoo(["report", args.run, "--image", *map(str, files), "--out", str(page)]) != 0:
+            return 1
+        _screenshot(page, HERE / "report_lenet5.png", "#diagram g.box[data-layer='features.relu2']")
+    for name in ("cam_lenet5.png", "report_lenet5.png"):
+        print(f"wrote {HERE / name} ({(HERE / name).stat().st_size / 1e3:.0f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
