@@ -52,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--round-seconds", type=float, default=1.5)
-    p.add_argument("--only", nargs="*", help="run only these: MODEL (every mode) or MODEL:MODE (default: the whole suite)")
+    p.add_argument(
+        "--only", nargs="*", help="run only these: MODEL (every mode) or MODEL:MODE (default: the whole suite)"
+    )
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = []
-    print("| model | mode | batch | cnnzoo recipe | cnnzoo img/s | torchvision img/s | timm img/s | cnnzoo / torchvision | cnnzoo / timm | cnnzoo first call s |")
+    print(
+        "| model | mode | batch | cnnzoo recipe | cnnzoo img/s | torchvision img/s | timm img/s | cnnzoo / torchvision | cnnzoo / timm | cnnzoo first call s |"
+    )
     print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     start = time.perf_counter()
     for model, mode, batch in SUITE:

@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
-    print("| model | batch | cnnzoo back end | cnnzoo img/s | torchvision img/s | ratio (median) | min-max | first call s |")
+    print(
+        "| model | batch | cnnzoo back end | cnnzoo img/s | torchvision img/s | ratio (median) | min-max | first call s |"
+    )
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):

@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=4096)
     args = p.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))  # before NumPy loads its BLAS
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
@@ -51,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "matmul", spec[:2], spec[2:])
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options)
+    session = ort.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), options
+    )
     feed = {"A": an, "B": bn}
     print(f"onnxruntime fp32 (MLAS): {flop / best_seconds(lambda: session.run(None, feed)) / 1e9:4.0f} GFLOP/s")
     return 0

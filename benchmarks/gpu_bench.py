@@ -53,9 +53,17 @@ JOBS: list[tuple[str, dict, float]] = [
     ("resnet18-train-eager", dict(model="resnet18", mode="train", batch_size=256, vs=VS, **QUICK), 8),
     ("vgg16-infer-eager", dict(model="vgg16", mode="infer", batch_size=128, backend="eager", vs=VS, **QUICK), 10),
     ("vgg16-train-eager", dict(model="vgg16", mode="train", batch_size=128, vs=VS, **QUICK), 12),
-    ("googlenet-infer-eager", dict(model="googlenet", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK), 8),
+    (
+        "googlenet-infer-eager",
+        dict(model="googlenet", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK),
+        8,
+    ),
     ("googlenet-train-eager", dict(model="googlenet", mode="train", batch_size=256, vs=VS, **QUICK), 10),
-    ("inception_v3-infer-eager", dict(model="inception_v3", mode="infer", batch_size=128, backend="eager", vs=VS, **QUICK), 10),
+    (
+        "inception_v3-infer-eager",
+        dict(model="inception_v3", mode="infer", batch_size=128, backend="eager", vs=VS, **QUICK),
+        10,
+    ),
     ("inception_v3-train-eager", dict(model="inception_v3", mode="train", batch_size=128, vs=VS, **QUICK), 12),
     ("alexnet-infer-eager", dict(model="alexnet", mode="infer", batch_size=256, backend="eager", vs=VS, **QUICK), 6),
     ("alexnet-train-eager", dict(model="alexnet", mode="train", batch_size=256, vs=VS, **QUICK), 6),
@@ -65,10 +73,18 @@ JOBS: list[tuple[str, dict, float]] = [
     # `cnnzoo train` end to end on the JPEG folder with its GPU defaults: bf16, channels-last, fused SGD, compiled.
     ("train-folder-e2e", dict(model="resnet18"), 75),
     # The whole training step compiled, for both (torchvision's graph is ours: inductor's cache may hit).
-    ("resnet50-train-compiled", dict(model="resnet50", mode="train", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 130),
+    (
+        "resnet50-train-compiled",
+        dict(model="resnet50", mode="train", batch_size=256, compile=True, vs=["torchvision"], warmup=5),
+        130,
+    ),
     ("resnet50-infer-eager", dict(model="resnet50", mode="infer", batch_size=256, backend="eager", vs=VS), 20),
     # torchvision compiled for inference as cnnzoo's inductor back end is (freezing + CUDA graphs).
-    ("resnet50-infer-compiled", dict(model="resnet50", mode="infer", batch_size=256, compile=True, vs=["torchvision"], warmup=5), 70),
+    (
+        "resnet50-infer-compiled",
+        dict(model="resnet50", mode="infer", batch_size=256, compile=True, vs=["torchvision"], warmup=5),
+        70,
+    ),
 ]
 
 
@@ -130,13 +146,18 @@ def jpeg_pipeline(device: str, smoke: bool) -> dict:
     """The folder pipeline of `cnnzoo train` alone: CPU decoding in workers, and nvJPEG batches on the GPU."""
     root = jpeg_folder(smoke)
     files = sorted((root / "train").rglob("*.jpg"))
-    result = dict(files=len(files), mean_kib=sum(f.stat().st_size for f in files) / len(files) / 1024, crop=32 if smoke else 224)
+    result = dict(
+        files=len(files), mean_kib=sum(f.stat().st_size for f in files) / len(files) / 1024, crop=32 if smoke else 224
+    )
     cores = os.cpu_count() or 1
     runs = [("workers", min(16, cores)), ("device", min(8, cores))]
     for decode, workers in runs:
         result[decode] = benchmark_data(f"folder:{root}", batch_size=8 if smoke else 256, device=device, image_size=result["crop"],
                                         workers=0 if smoke else workers, batches=1 if smoke else 40, decode=decode)  # fmt: skip
-        print(f"    decode={decode}: {result[decode]['images_per_s']:,.0f} img/s ({result[decode]['settings']['pipeline']})", flush=True)
+        print(
+            f"    decode={decode}: {result[decode]['images_per_s']:,.0f} img/s ({result[decode]['settings']['pipeline']})",
+            flush=True,
+        )
     # The device path's two stages apart: nvJPEG (libjpeg on a CPU) alone, the crops alone.
     result["device_stages"] = device_stages(root, files, device, result["crop"])
     print(f"    device path stages: {result['device_stages']}", flush=True)
@@ -163,14 +184,22 @@ def device_stages(root: Path, files: list[Path], device: str, crop: int) -> dict
         decoder._crop(img)
     sync()
     crop_s = time.perf_counter() - t0
-    return dict(images=len(images), nvjpeg_decode_images_per_s=len(images) / decode_s, crop_images_per_s=len(images) / crop_s)
+    return dict(
+        images=len(images), nvjpeg_decode_images_per_s=len(images) / decode_s, crop_images_per_s=len(images) / crop_s
+    )
 
 
 def gpu_tests(out: Path, smoke: bool) -> dict:
     """The tests that need a GPU, run by pytest in a child process; its output goes to gpu_tests.txt."""
     import subprocess
 
-    selection = ["tests/test_fast.py", "tests/test_device_decode.py", "tests/test_data.py", "-k", "cuda or nvjpeg or gpu"]
+    selection = [
+        "tests/test_fast.py",
+        "tests/test_device_decode.py",
+        "tests/test_data.py",
+        "-k",
+        "cuda or nvjpeg or gpu",
+    ]
     if smoke:  # on a CPU they are skipped: run the selection only to check that it collects
         selection += ["--collect-only"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -187,9 +216,18 @@ def train_folder_e2e(model: str, device: str, smoke: bool) -> dict:
 
     root = jpeg_folder(smoke)
     out = Path(tempfile.mkdtemp(prefix="cnnzoo-run-")) / "run"
-    cfg = TrainConfig(model=model, data=f"folder:{root}", epochs=2, batch_size=8 if smoke else 256, image_size=32 if smoke else 224,
-                      workers=0 if smoke else None, device=device, progress=False, out=str(out),
-                      lr=0.02)  # fmt: skip  (random labels: a gentle rate, so nothing diverges)
+    cfg = TrainConfig(
+        model=model,
+        data=f"folder:{root}",
+        epochs=2,
+        batch_size=8 if smoke else 256,
+        image_size=32 if smoke else 224,
+        workers=0 if smoke else None,
+        device=device,
+        progress=False,
+        out=str(out),
+        lr=0.02,
+    )  # fmt: skip  (random labels: a gentle rate, so nothing diverges)
     t0 = time.perf_counter()
     result = train(cfg)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -205,7 +243,11 @@ def train_folder_e2e(model: str, device: str, smoke: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results" / "gpu"), help="folder for the JSON (default: $OUT, else benchmarks/results/gpu)")
+    p.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results" / "gpu"),
+        help="folder for the JSON (default: $OUT, else benchmarks/results/gpu)",
+    )
     p.add_argument("--budget-s", type=float, default=330, help="start no job that would end after this many seconds")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks that everything runs")
     p.add_argument("--only", nargs="*", help="run only these jobs (names as listed by --list)")
@@ -221,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu" and not args.smoke:
         print("no CUDA GPU here: use --smoke to check the script on the CPU", file=sys.stderr)
         return 2
-    report = dict(script="benchmarks/gpu_bench.py", smoke=args.smoke, budget_s=args.budget_s, env=environment(device), jobs={})
+    report = dict(
+        script="benchmarks/gpu_bench.py", smoke=args.smoke, budget_s=args.budget_s, env=environment(device), jobs={}
+    )
     path = out / "gpu_bench.json"
     start = time.perf_counter()
     for name, kwargs, cost in JOBS:
@@ -229,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         elapsed = time.perf_counter() - start
         if not args.smoke and elapsed + cost > args.budget_s:
-            report["jobs"][name] = dict(skipped=f"time budget: {elapsed:.0f} s spent, this job needs about {cost:.0f} s")
+            report["jobs"][name] = dict(
+                skipped=f"time budget: {elapsed:.0f} s spent, this job needs about {cost:.0f} s"
+            )
             continue
         t0 = time.perf_counter()
         print(f"[{elapsed:6.1f} s] {name}", flush=True)
@@ -244,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {result['summary']}", flush=True)
             elif name == "train-folder-e2e":
                 result = train_folder_e2e(kwargs["model"], device, args.smoke)
-                print("    " + "; ".join(f"epoch {e['epoch']}: {e['img_per_s']:,.0f} img/s" for e in result["epochs"]), flush=True)
+                print(
+                    "    " + "; ".join(f"epoch {e['epoch']}: {e['img_per_s']:,.0f} img/s" for e in result["epochs"]),
+                    flush=True,
+                )
             else:
                 result = benchmark(**(smoke_arguments(kwargs) if args.smoke else dict(kwargs, device=device)))
                 _print_line(result)
@@ -262,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_line(r: dict) -> None:
-    parts = [f"{c['library']} {c['images_per_s']:,.0f} img/s (first call {c['first_call_s']:.1f} s)" for c in r["results"]]
+    parts = [
+        f"{c['library']} {c['images_per_s']:,.0f} img/s (first call {c['first_call_s']:.1f} s)" for c in r["results"]
+    ]
     ratios = [f"/{k} {v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}]" for k, v in r["ratios"].items()]
     print("    " + "; ".join(parts) + ("  ratio " + ", ".join(ratios) if ratios else ""), flush=True)
 

@@ -78,9 +78,9 @@ def build_contenders(name: str, batch: int, threads: int, work: Path) -> tuple[d
     x = smooth_images(batch, size, seed=1)
     fp32_path, int8_path = work / f"{name}.onnx", work / f"{name}.int8.onnx"
     t0 = time.perf_counter()
-    export_model(cnnzoo.create_model(name).eval(), fp32_path, image_size=size, dynamic_batch=True)
+    export_model(cnnzoo.create_model(name).eval(), fp32_path, image_size=size, dynamic_batch=True, force=True)
     t1 = time.perf_counter()
-    report = q.quantize_onnx(fp32_path, int8_path, smooth_images(16, size, seed=0))
+    report = q.quantize_onnx(fp32_path, int8_path, smooth_images(16, size, seed=0), force=True)
     t2 = time.perf_counter()
     kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     tv = getattr(torchvision.models, name)(weights=None, **kwargs).eval().requires_grad_(False)
@@ -286,7 +286,7 @@ def accuracy_case(name: str, run: Path, train_s: float, work: Path) -> dict:
     model = cnnzoo.load_model(run)
     calibration = q.calibration_batch(run, q.DEFAULT_CALIBRATION_IMAGES)
     images, labels = q.held_out_batch(run)
-    report = q.quantize_model(model, work / f"{name}-trained.int8.onnx", calibration)
+    report = q.quantize_model(model, work / f"{name}-trained.int8.onnx", calibration, force=True)
     check = q.compare_accuracy(model, report.path, images, labels)
     print(f"{name} ({run}): {check}", flush=True)
     return dict(

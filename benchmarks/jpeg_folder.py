@@ -20,7 +20,9 @@ import torch
 from torchvision.io import encode_jpeg
 
 
-def make_jpeg_folder(root: str | Path, n: int = 1024, side: int = 320, seed: int = 0, *, width: int | None = None, noise: float = 0.0) -> list[Path]:
+def make_jpeg_folder(
+    root: str | Path, n: int = 1024, side: int = 320, seed: int = 0, *, width: int | None = None, noise: float = 0.0
+) -> list[Path]:
     """Write ``n`` JPEGs of ``side`` x ``width`` (default square) pixels under ``root``/{train,val}/classK; the training files."""
     root = Path(root)
     g = torch.Generator().manual_seed(seed)
@@ -53,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     files = make_jpeg_folder(args.root, args.n, args.side, width=args.width, noise=args.noise)
     size = sum(f.stat().st_size for f in files) / len(files) / 1024
-    print(f"wrote {len(files)} JPEGs of {args.side}x{args.width or args.side} ({size:.0f} KiB on average) to {args.root}/train and /val")
+    print(
+        f"wrote {len(files)} JPEGs of {args.side}x{args.width or args.side} ({size:.0f} KiB on average) to {args.root}/train and /val"
+    )
     return 0
 
 

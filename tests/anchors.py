@@ -34,3 +34,12 @@ KERAS_PARAMS = {
 
 # He et al. 2015, section 4.2, CIFAR-10 networks: parameters in millions as the paper rounds them
 CIFAR_RESNET_PARAMS_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7}
+
+# torchvision references/classification README, ResNet-50 "new recipe" (IMAGENET1K_V2, 80.858% top-1), as
+# ANCHORS.md quotes it ("Training recipes"); run there with torchrun on 8 GPUs.
+TORCHVISION_V2_COMMAND = (
+    "--model resnet50 --batch-size 128 --lr 0.5 --lr-scheduler cosineannealinglr --lr-warmup-epochs 5 "
+    "--lr-warmup-method linear --auto-augment ta_wide --epochs 600 --random-erase 0.1 --weight-decay 0.00002 "
+    "--norm-weight-decay 0.0 --label-smoothing 0.1 --mixup-alpha 0.2 --cutmix-alpha 1.0 --train-crop-size 176 "
+    "--model-ema --val-resize-size 232 --ra-sampler --ra-reps 4"
+)

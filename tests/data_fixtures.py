@@ -29,7 +29,9 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def make_mnist_dir(folder: Path, *, gz: bool, n_train: int = 12, n_test: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+def make_mnist_dir(
+    folder: Path, *, gz: bool, n_train: int = 12, n_test: int = 5, seed: int = 0
+) -> dict[str, np.ndarray]:
     """The four MNIST files of random digits in ``folder``; returns the arrays written."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -100,7 +102,9 @@ def make_cifar10_dir(parent: Path, *, n: int = 4, writer=py2_pickle) -> tuple[Pa
         (root / f"data_batch_{i}").write_bytes(writer(batch))
     test = cifar_batch(n, 10, b"labels", seed=99)
     (root / "test_batch").write_bytes(writer(test))
-    (root / "batches.meta").write_bytes(writer({b"num_cases_per_batch": n, b"label_names": CIFAR10_NAMES, b"num_vis": 3072}))
+    (root / "batches.meta").write_bytes(
+        writer({b"num_cases_per_batch": n, b"label_names": CIFAR10_NAMES, b"num_vis": 3072})
+    )
     return root, train, test
 
 
@@ -111,7 +115,10 @@ def make_cifar100_dir(parent: Path, *, n: int = 6) -> tuple[Path, dict, dict]:
     train, test = cifar_batch(n, 100, b"fine_labels", seed=1), cifar_batch(n, 100, b"fine_labels", seed=2)
     (root / "train").write_bytes(py2_pickle(train))
     (root / "test").write_bytes(py2_pickle(test))
-    meta = {b"fine_label_names": [b"fine%d" % i for i in range(100)], b"coarse_label_names": [b"coarse%d" % i for i in range(20)]}
+    meta = {
+        b"fine_label_names": [b"fine%d" % i for i in range(100)],
+        b"coarse_label_names": [b"coarse%d" % i for i in range(20)],
+    }
     (root / "meta").write_bytes(py2_pickle(meta))
     return root, train, test
 

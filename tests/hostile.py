@@ -337,7 +337,7 @@ def weights_corpus(folder: Path) -> dict[str, Path]:
         "cut.h5": h5[: len(h5) // 2],
         "bad.h5": bitflip(h5, 0.05, 2),
         "cut.pth": zipped[: len(zipped) // 2],
-        "bad_zip.pth": zipped[:-22] + bitflip(zipped[-22:], 0.5, 4),  # the zip's end record
+        "bad_zip.pth": _damaged_central_directory(zipped),
         "cut_pickle.pth": pickled[:1000],
         "empty.safetensors": b"",
         "image.safetensors": image_seeds()["rgb.png"],  # a PNG named like weights
@@ -354,6 +354,12 @@ def weights_corpus(folder: Path) -> dict[str, Path]:
     for name in ("fifo.safetensors", "loop_a.pth"):
         paths[name] = folder / name
     return paths
+
+
+def _damaged_central_directory(zipped: bytes) -> bytes:
+    """A zip whose last central-directory entry has lost its signature: no reader can list the archive."""
+    at = zipped.rindex(b"PK\x01\x02")
+    return zipped[:at] + b"PK\x01\x03" + zipped[at + 4 :]
 
 
 @functools.cache

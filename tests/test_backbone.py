@@ -175,6 +175,7 @@ def test_global_pool_at_build_time():
 def test_vgg16_headless_is_keras_include_top_false():
     """Keras' VGG16(include_top=False, pooling="avg") returns 512 features: the whole MLP goes, as here."""
     import keras  # a test dependency: its absence must fail, not skip
+
     k = keras.applications.VGG16(weights=None, include_top=False, pooling="avg", input_shape=(32, 32, 3))
     assert tuple(k.output.shape) == (None, meta_model("vgg16").num_features) == (None, 512)
     assert meta_model("vgg16", num_classes=0)(meta_input("vgg16", 32)).shape == (2, 512)

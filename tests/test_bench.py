@@ -16,7 +16,9 @@ from cnnzoo.bench import benchmark, benchmark_data
 from cnnzoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(rounds=2, iters=1, warmup=1, backend="eager")  # one step per round: fast, and enough to check the bookkeeping
+TINY = dict(
+    rounds=2, iters=1, warmup=1, backend="eager"
+)  # one step per round: fast, and enough to check the bookkeeping
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,14 +56,22 @@ def test_benchmark_against_torchvision_and_timm_gives_ratios(mode):
     assert libraries == ["cnnzoo", "torchvision"] + (["timm"] if _has_timm() else [])
     for other in libraries[1:]:
         q = r["ratios"][other]
-        per_round = [a / b for a, b in zip(r["results"][0]["images_per_s_per_round"], r["results"][libraries.index(other)]["images_per_s_per_round"])]
+        per_round = [
+            a / b
+            for a, b in zip(
+                r["results"][0]["images_per_s_per_round"],
+                r["results"][libraries.index(other)]["images_per_s_per_round"],
+            )
+        ]
         assert q["per_round"] == pytest.approx(per_round)
         assert q["min"] <= q["q1"] <= q["median"] <= q["q3"] <= q["max"]
     if mode == "train":
         assert all("SGD" in c["recipe"] for c in r["results"])
         # A training step holds weights, gradients and momentum: at least 3x the 11.7M float32 weights.
         assert all(c["peak_memory_mb"] > 3 * 11.6e6 * 4 / 2**20 for c in r["results"])
-        assert r["results"][0]["tflops"] == pytest.approx(r["results"][0]["images_per_s"] * 6 * r["settings"]["macs_per_image"] / 1e12)
+        assert r["results"][0]["tflops"] == pytest.approx(
+            r["results"][0]["images_per_s"] * 6 * r["settings"]["macs_per_image"] / 1e12
+        )
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
@@ -102,7 +112,9 @@ def _jpeg_folder(root: Path, n: int = 4, side: int = 40) -> Path:
 
 
 def test_benchmark_data_folder_decodes_and_crops(tmp_path):
-    r = benchmark_data(f"folder:{_jpeg_folder(tmp_path)}", batch_size=4, device="cpu", image_size=32, workers=0, batches=2)
+    r = benchmark_data(
+        f"folder:{_jpeg_folder(tmp_path)}", batch_size=4, device="cpu", image_size=32, workers=0, batches=2
+    )
     assert r["images_per_s"] > 0 and r["settings"]["image_size"] == 32 and "decode" in r["settings"]["pipeline"]
 
 
@@ -119,13 +131,34 @@ def test_cli_bench_json(capsys):
 
 
 def test_cli_bench_table(capsys):
-    assert main(["bench", "lenet5", "--batch-size", "4", "--rounds", "2", "--iters", "1", "--warmup", "1", "--backend", "eager", "--plain"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "lenet5",
+                "--batch-size",
+                "4",
+                "--rounds",
+                "2",
+                "--iters",
+                "1",
+                "--warmup",
+                "1",
+                "--backend",
+                "eager",
+                "--plain",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "lenet5 infer" in out and "cnnzoo" in out and "img/s" in out and "eager" in out and "BN folded" not in out
 
 
 def test_cli_bench_data_and_errors(capsys):
-    assert main(["bench", "--data", "synthetic:32:3x32x32", "--batch-size", "8", "--batches", "2", "--device", "cpu"]) == 0
+    assert (
+        main(["bench", "--data", "synthetic:32:3x32x32", "--batch-size", "8", "--batches", "2", "--device", "cpu"]) == 0
+    )
     assert "images/s" in capsys.readouterr().out
     assert main(["bench"]) == 2
     assert "give a MODEL" in capsys.readouterr().err
@@ -138,7 +171,14 @@ def test_cli_bench_data_and_errors(capsys):
 
 
 def test_gpu_script_smoke(tmp_path):
-    jobs = ["resnet18-infer-eager", "lenet5-train-eager", "profile-resnet50", "jpeg-pipeline", "gpu-tests", "train-folder-e2e"]
+    jobs = [
+        "resnet18-infer-eager",
+        "lenet5-train-eager",
+        "profile-resnet50",
+        "jpeg-pipeline",
+        "gpu-tests",
+        "train-folder-e2e",
+    ]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--smoke", "--out", str(tmp_path), "--only", *jobs],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},  # see the one_thread fixture in conftest.py
@@ -146,7 +186,9 @@ def test_gpu_script_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert report["smoke"] and set(report["jobs"]) == set(jobs)
-    assert all("error" not in v for v in report["jobs"].values()), {k: v.get("error") for k, v in report["jobs"].items()}
+    assert all("error" not in v for v in report["jobs"].values()), {
+        k: v.get("error") for k, v in report["jobs"].items()
+    }
     assert "torchvision" in report["jobs"]["resnet18-infer-eager"]["ratios"]
     pipeline = report["jobs"]["jpeg-pipeline"]
     assert pipeline["workers"]["images_per_s"] > 0 and pipeline["device"]["settings"]["decode"] == "device"

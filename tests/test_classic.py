@@ -68,8 +68,14 @@ def test_vgg_layers_carry_keras_names():
     m = cnnzoo.create_model("vgg16")
     convs = [n for n, mod in m.features.named_children() if isinstance(mod, nn.Conv2d)]
     assert convs[:3] == ["block1_conv1", "block1_conv2", "block2_conv1"] and convs[-1] == "block5_conv3"
-    assert [n for n, mod in m.features.named_children() if isinstance(mod, nn.MaxPool2d)] == [f"block{i}_pool" for i in range(1, 6)]
-    assert [n for n, mod in m.classifier.named_children() if isinstance(mod, nn.Linear)] == ["fc1", "fc2", "predictions"]
+    assert [n for n, mod in m.features.named_children() if isinstance(mod, nn.MaxPool2d)] == [
+        f"block{i}_pool" for i in range(1, 6)
+    ]
+    assert [n for n, mod in m.classifier.named_children() if isinstance(mod, nn.Linear)] == [
+        "fc1",
+        "fc2",
+        "predictions",
+    ]
     # the seed's summary table, layer by layer
     seed_counts = {"block1_conv1": 1792, "block1_conv2": 36928, "block3_conv1": 295168, "block5_conv3": 2359808}
     for layer, n in seed_counts.items():
@@ -88,10 +94,15 @@ def test_torchvision_keys_are_renamed_to_paper_names():
 
 def test_wrong_checkpoint_lists_problems_by_name():
     sd = torchvision.models.vgg16(weights=None).state_dict()
-    with pytest.raises(cnnzoo.WeightsError, match=r"vgg19.*missing keys \(12\).*block3_conv4.weight.*shape mismatches") as e:
+    with pytest.raises(
+        cnnzoo.WeightsError, match=r"vgg19.*missing keys \(12\).*block3_conv4.weight.*shape mismatches"
+    ) as e:
         cnnzoo.load_torchvision_state_dict(cnnzoo.create_model("vgg19"), sd)
     assert "Check that the model name" in str(e.value)
-    with pytest.raises(cnnzoo.WeightsError, match=r"predictions.weight: model has \(10, 4096\), torchvision state dict has \(1000, 4096\)"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"predictions.weight: model has \(10, 4096\), torchvision state dict has \(1000, 4096\)",
+    ):
         cnnzoo.load_torchvision_state_dict(cnnzoo.create_model("vgg16", num_classes=10), sd)
     with pytest.raises(cnnzoo.WeightsError, match="lenet5 has no torchvision counterpart"):
         cnnzoo.load_torchvision_state_dict(cnnzoo.create_model("lenet5"), sd)
@@ -102,6 +113,7 @@ def test_vgg16_same_weights_same_outputs_as_keras():
     from Flatten's NHWC to NCHW), gives the same logits at 224x224, where Keras' Flatten and our
     adaptive pool + flatten see the same 7x7 map."""
     import keras
+
     keras.utils.set_random_seed(0)
     k = keras.applications.VGG16(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     assert k.count_params() == 138_357_544

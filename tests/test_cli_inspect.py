@@ -25,8 +25,14 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     "name, lines",
     [
         ("vgg16", ["Total params: 138,357,544", "Trainable params: 138,357,544", "Non-trainable params: 0"]),
-        ("resnet50_keras", ["Total params: 25,636,712", "Trainable params: 25,583,592", "Non-trainable params: 53,120"]),
-        ("inception_v3_keras", ["Total params: 23,851,784", "Trainable params: 23,817,352", "Non-trainable params: 34,432"]),
+        (
+            "resnet50_keras",
+            ["Total params: 25,636,712", "Trainable params: 25,583,592", "Non-trainable params: 53,120"],
+        ),
+        (
+            "inception_v3_keras",
+            ["Total params: 23,851,784", "Trainable params: 23,817,352", "Non-trainable params: 34,432"],
+        ),
     ],
 )
 def test_summary_keras_style_prints_the_seeds_totals(capsys, name, lines):
@@ -56,7 +62,12 @@ def test_summary_json_and_csv(capsys):
     assert conv5_3["receptive_field"] == [196, 196]
     code, out, _ = run(capsys, "summary", "lenet5", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and rows[1]["layer"] == "features.conv1" and rows[1]["params"] == "156" and rows[1]["receptive_field"] == "5"
+    assert (
+        code == 0
+        and rows[1]["layer"] == "features.conv1"
+        and rows[1]["params"] == "156"
+        and rows[1]["receptive_field"] == "5"
+    )
 
 
 def test_summary_errors_exit_2_with_the_reason(capsys):
@@ -89,7 +100,9 @@ def test_shape_of_one_layer(capsys):
         "  padding (before, after) = (3, 4) gives OH = 113",
         "  stride 1 gives OH = 224",
     ]
-    code, out, _ = run(capsys, "shape", "--size", "224", "--kernel", "3", "--stride", "2", "--padding", "same", "--format", "json")
+    code, out, _ = run(
+        capsys, "shape", "--size", "224", "--kernel", "3", "--stride", "2", "--padding", "same", "--format", "json"
+    )
     assert code == 0 and json.loads(out)["output"] == 112 and json.loads(out)["receptive_field"] == 3
 
 
@@ -134,7 +147,12 @@ def test_visualize_writes_the_pictures(capsys, tmp_path):
     assert code == 0
     assert out.splitlines()[0] == "stages: layer1.2.relu[1], layer2.2.relu[1], layer3.2.relu[1]"
     written = [line.removeprefix("wrote ") for line in out.splitlines()[1:]]
-    assert [p.rsplit("/", 1)[-1] for p in written] == ["input.png", "filters.png", "feature_maps.png", "activation_stats.png"]
+    assert [p.rsplit("/", 1)[-1] for p in written] == [
+        "input.png",
+        "filters.png",
+        "feature_maps.png",
+        "activation_stats.png",
+    ]
     assert all(Image.open(p).size[0] >= 400 for p in written)
     code, _, err = run(capsys, "visualize", "resnet20", "--image", str(tmp_path / "nope.jpg"), "--out", str(tmp_path))
     assert code == 2 and "not found" in err

@@ -145,7 +145,9 @@ def test_idx_wrong_magic_names_file(tmp_path):
     fx.make_mnist_dir(tmp_path, gz=False)
     labels = (tmp_path / "train-labels-idx1-ubyte").read_bytes()
     (tmp_path / "train-images-idx3-ubyte").write_bytes(labels)  # a labels file where images belong
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: expected IDX magic number 0x00000803, found 0x00000801"):
+    with pytest.raises(
+        DataError, match=r"train-images-idx3-ubyte: expected IDX magic number 0x00000803, found 0x00000801"
+    ):
         load_data(f"mnist:{tmp_path}")
 
 
@@ -153,7 +155,10 @@ def test_idx_truncated_names_file(tmp_path):
     fx.make_mnist_dir(tmp_path, gz=False)
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: IDX data of shape 5 x 28 x 28 needs 3920 bytes after the header, found 3820"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-images-idx3-ubyte: IDX data of shape 5 x 28 x 28 needs 3920 bytes after the header, found 3820",
+    ):
         load_data(f"mnist:{tmp_path}")
 
 
@@ -224,7 +229,10 @@ def test_cifar_malicious_pickle_is_refused(tmp_path):
     assert marker.exists()
     marker.unlink()
     (root / "data_batch_3").write_bytes(payload)
-    with pytest.raises(DataError, match=r"data_batch_3: not a CIFAR python batch .*refusing to load the global (__builtin__|builtins)\.eval"):
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_3: not a CIFAR python batch .*refusing to load the global (__builtin__|builtins)\.eval",
+    ):
         load_data(f"cifar10:{tmp_path}")
     assert not marker.exists()
 
@@ -238,7 +246,10 @@ def test_cifar_wrong_format_names_file(tmp_path):
     train[1][b"labels"] = [0] * 4
     train[1][b"data"] = train[1][b"data"][:, :3000]
     (root / "data_batch_2").write_bytes(fx.py2_pickle(train[1]))
-    with pytest.raises(DataError, match=r"data_batch_2: b'data' must be a uint8 array \(N, 3072\), found a uint8 array of shape \(4, 3000\)"):
+    with pytest.raises(
+        DataError,
+        match=r"data_batch_2: b'data' must be a uint8 array \(N, 3072\), found a uint8 array of shape \(4, 3000\)",
+    ):
         load_data(f"cifar10:{root}")
     (root / "test_batch").write_bytes(b"\x80\x02}q\x00(U\x04data")  # truncated
     (root / "data_batch_2").write_bytes(fx.py2_pickle({**train[0]}))
@@ -293,8 +304,12 @@ def test_folder_decodes_gray_rgba_and_converts_channels(image_tree):
 
     index, rgb = eval_split(3)
     assert torch.equal(rgb[index["gray.png"]][0], torch.full((3, 8, 8), 77, dtype=torch.uint8))
-    assert torch.equal(rgb[index["rgba.png"]][0], torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8))
-    assert torch.equal(rgb[index["rgb.png"]][0], torch.tensor([200, 100, 50], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8))
+    assert torch.equal(
+        rgb[index["rgba.png"]][0], torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8)
+    )
+    assert torch.equal(
+        rgb[index["rgb.png"]][0], torch.tensor([200, 100, 50], dtype=torch.uint8).view(3, 1, 1).expand(3, 8, 8)
+    )
     index, gray = eval_split(1)
     assert torch.equal(gray[index["gray.png"]][0], torch.full((1, 8, 8), 77, dtype=torch.uint8))
     luminance = 0.299 * 200 + 0.587 * 100 + 0.114 * 50  # 124.3

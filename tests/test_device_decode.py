@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
-from . import data_fixtures as fx
 from cnnzoo.data import CorruptImageWarning, DataError, EncodedImages, collate_encoded, load_data
 from cnnzoo.data.batches import LoaderBatches
 from cnnzoo.data.device_decode import DeviceDecoder, check_decode_option, nvjpeg_available
 from cnnzoo.train import Dist
+
+from . import data_fixtures as fx
 from .test_train import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,11 +45,15 @@ def mixed_folder(tmp_path):
     return tmp_path
 
 
-def _batches(spec: str, decode: str, train: bool, *, workers: int = 0, batch_size: int = 4, channels: int = 3, seed: int = 0):
+def _batches(
+    spec: str, decode: str, train: bool, *, workers: int = 0, batch_size: int = 4, channels: int = 3, seed: int = 0
+):
     splits = load_data(spec, image_size=24, channels=channels)
     split = splits.train if train else splits.test
     mean, std = (0.0,) * channels, (1 / 255,) * channels  # normalised values stay 0..255 pixels
-    lb = LoaderBatches(split, batch_size, torch.device("cpu"), mean, std, Dist(), train=train, workers=workers, decode=decode)
+    lb = LoaderBatches(
+        split, batch_size, torch.device("cpu"), mean, std, Dist(), train=train, workers=workers, decode=decode
+    )
     assert lb.decode == decode
     xs, ys = zip(*lb.epoch(seed, 0))
     return torch.cat(xs), torch.cat(ys), lb
@@ -81,10 +85,16 @@ def test_encoded_images_leave_jpegs_encoded_and_decode_the_rest(mixed_folder):
     png, encoded, _, _ = items["p.png"]
     assert not encoded and png.shape == (3, 36, 44)  # PNG: decoded in the worker
     turned, encoded, _, _ = items["turned.jpg"]
-    assert not encoded and turned.shape == (3, 60, 30)  # EXIF orientation 6: nvJPEG would ignore it; turned upright here
+    assert not encoded and turned.shape == (
+        3,
+        60,
+        30,
+    )  # EXIF orientation 6: nvJPEG would ignore it; turned upright here
     batch = collate_encoded([items["0.jpg"], None, items["p.png"], items["1.jpg"]])
     assert batch.skipped == 1 and batch.order == [("jpeg", 0), ("image", 0), ("jpeg", 1)]
-    assert batch.buffer.dim() == 1 and [t.numpy().tobytes() for t in batch.jpegs()] == [items[n][0].numpy().tobytes() for n in ("0.jpg", "1.jpg")]
+    assert batch.buffer.dim() == 1 and [t.numpy().tobytes() for t in batch.jpegs()] == [
+        items[n][0].numpy().tobytes() for n in ("0.jpg", "1.jpg")
+    ]
 
 
 def test_a_bad_jpeg_costs_only_itself(mixed_folder):

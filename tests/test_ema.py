@@ -1,6 +1,7 @@
 """The weights' moving average and the repeated-augmentation sampler: the references' formulas step for step,
 what a run folder with an EMA holds and who reads it, resume after SIGKILL bitwise equal, and DDP coverage."""
 
+import contextlib
 import json
 import os
 import signal
@@ -215,10 +216,8 @@ def test_two_process_ddp_with_the_ra_sampler(tmp_path):
         log = proc.communicate(timeout=300)[0]
     finally:
         for pid in [proc.pid, *descendants(proc.pid)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     assert proc.returncode == 0, log
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [60, 120] and all(h["test_count"] == 1000 for h in history)

@@ -46,7 +46,10 @@ def check_onnx_export(tmp_path, name, options, size, dynamic):
     assert report.checked_with.startswith("onnxruntime") and report.max_abs_diff <= report.tolerance
     batch = "N" if dynamic else 1
     assert report.input_shape == (batch, model.in_chans, size, size)
-    assert report.output_shape == (batch, model.info.num_classes)  # what onnxruntime returned: the logits, no aux outputs
+    assert report.output_shape == (
+        batch,
+        model.info.num_classes,
+    )  # what onnxruntime returned: the logits, no aux outputs
 
 
 @pytest.mark.parametrize("name", REPRESENTATIVES)
@@ -54,7 +57,9 @@ def test_onnx_export_matches_pytorch(tmp_path, name):
     check_onnx_export(tmp_path, name, *REPRESENTATIVES[name])
 
 
-@pytest.mark.skipif(not EXPORT_ALL, reason="CNNZOO_EXPORT_ALL=0: only the representatives above (every model class) export")
+@pytest.mark.skipif(
+    not EXPORT_ALL, reason="CNNZOO_EXPORT_ALL=0: only the representatives above (every model class) export"
+)
 @pytest.mark.parametrize("name", [n for n in cnnzoo.list_models() if n not in REPRESENTATIVES])
 def test_onnx_export_of_every_other_zoo_model(tmp_path, name):
     info = cnnzoo.get_model_info(name)
@@ -72,7 +77,9 @@ class Drifting(torch.nn.Module):
 
 def test_an_export_that_computes_something_else_fails(tmp_path):
     random.seed(0)
-    with pytest.raises(ExportError, match=r"drifting.onnx: the exported drifting differs from PyTorch by .* \(max abs\), more than"):
+    with pytest.raises(
+        ExportError, match=r"drifting.onnx: the exported drifting differs from PyTorch by .* \(max abs\), more than"
+    ):
         export_model(Drifting(), tmp_path / "drifting.onnx")
 
 
@@ -110,7 +117,10 @@ def test_onnx_model_refuses_a_wrong_input(tmp_path):
     path = tmp_path / "resnet20.onnx"
     export_model(cnnzoo.create_model("resnet20"), path)  # native 32x32, batch fixed to 1
     served = OnnxModel(path)
-    with pytest.raises(cnnzoo.InputShapeError, match=r"resnet20.onnx: the ONNX model takes images of shape 1x3x32x32, got \(1, 3, 28, 28\)"):
+    with pytest.raises(
+        cnnzoo.InputShapeError,
+        match=r"resnet20.onnx: the ONNX model takes images of shape 1x3x32x32, got \(1, 3, 28, 28\)",
+    ):
         served(torch.zeros(1, 3, 28, 28))
     with pytest.raises(cnnzoo.InputShapeError, match="fixed batch; export again with --dynamic-batch"):
         served(torch.zeros(2, 3, 32, 32))
@@ -146,7 +156,12 @@ def test_cli_exports_a_model_by_name_with_weights(tmp_path, capsys):
 def test_cli_exports_a_trained_checkpoint_with_its_classes(tmp_path, capsys):
     model = randomize(cnnzoo.create_model("lenet5", num_classes=3))
     checkpoint = tmp_path / "lenet5.safetensors"
-    info = {"classes": ["cat", "dog", "emu"], "mean": [0.13], "std": [0.31], "image_size": 28}  # as cnnzoo train writes it
+    info = {
+        "classes": ["cat", "dog", "emu"],
+        "mean": [0.13],
+        "std": [0.31],
+        "image_size": 28,
+    }  # as cnnzoo train writes it
     save_weights(checkpoint, model, {"name": "lenet5", "num_classes": 3, "in_chans": 1}, extra={"info": info})
     assert main(["export", str(checkpoint)]) == 0
     served = OnnxModel(tmp_path / "lenet5.onnx")  # next to the checkpoint by default
@@ -157,4 +172,7 @@ def test_cli_export_explains_a_foreign_weights_file(tmp_path, capsys):
     path = tmp_path / "resnet18.pth"
     torch.save(cnnzoo.create_model("resnet18").state_dict(), path)
     assert main(["export", str(path)]) == 2
-    assert "not a cnnzoo checkpoint: name the model and pass the file as weights, e.g. cnnzoo export MODEL --weights" in capsys.readouterr().err
+    assert (
+        "not a cnnzoo checkpoint: name the model and pass the file as weights, e.g. cnnzoo export MODEL --weights"
+        in capsys.readouterr().err
+    )

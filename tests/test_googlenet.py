@@ -25,7 +25,9 @@ GOOGLENET_INCEPTIONS = GOOGLENET_CONFIGS["googlenet"]  # the paper's table 1, on
 @functools.cache
 def _tv_googlenet_cached(aux_logits: bool, transform_input: bool) -> torch.nn.Module:
     torch.manual_seed(0)  # torchvision's init (trunc_normal_) takes seconds: build each variant once
-    return torchvision.models.googlenet(weights=None, aux_logits=aux_logits, transform_input=transform_input, init_weights=True)
+    return torchvision.models.googlenet(
+        weights=None, aux_logits=aux_logits, transform_input=transform_input, init_weights=True
+    )
 
 
 def _tv_googlenet(aux_logits: bool, transform_input: bool = False) -> torch.nn.Module:
@@ -115,7 +117,9 @@ def test_table_chains_channels():
     assert sum(rows[-1][i] for i in (1, 3, 5, 6)) == 1024
 
 
-@pytest.mark.parametrize("aux, expected", [(False, TORCHVISION_PARAMS["googlenet"]), (True, TORCHVISION_PARAMS["googlenet+aux"])])
+@pytest.mark.parametrize(
+    "aux, expected", [(False, TORCHVISION_PARAMS["googlenet"]), (True, TORCHVISION_PARAMS["googlenet+aux"])]
+)
 def test_param_counts(aux, expected):
     assert expected == (13_004_888 if aux else 6_624_904)
     ours = create_model("googlenet", aux_logits=aux)

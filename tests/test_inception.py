@@ -65,7 +65,7 @@ def test_table_chains_channels_and_grids():
     x = torch.randn(1, 192, 7, 7)
     sizes = []
     with torch.no_grad():
-        for spec, nxt in zip(INCEPTION_V3_BLOCKS, INCEPTION_V3_BLOCKS[1:] + [None]):
+        for spec, _nxt in zip(INCEPTION_V3_BLOCKS, INCEPTION_V3_BLOCKS[1:] + [None]):
             assert x.shape[1] == spec.in_channels, spec.torchvision_name
             x = spec.block(spec.in_channels, **spec.options).eval()(x)
             sizes.append(x.shape[-1])
@@ -103,7 +103,11 @@ def test_param_counts_torch(aux, expected):
 
 def test_param_counts_keras(keras_model_75):
     ours = count_params(create_model("inception_v3_keras"), style="keras")
-    assert (ours.total, ours.trainable, ours.non_trainable) == KERAS_PARAMS["inception_v3_keras"] == (23_851_784, 23_817_352, 34_432)
+    assert (
+        (ours.total, ours.trainable, ours.non_trainable)
+        == KERAS_PARAMS["inception_v3_keras"]
+        == (23_851_784, 23_817_352, 34_432)
+    )
     assert keras_model_75.count_params() == ours.total
     size = lambda ws: sum(int(np.prod(w.shape)) for w in ws)  # noqa: E731
     assert size(keras_model_75.trainable_weights) == ours.trainable
@@ -244,7 +248,9 @@ def test_training_mode_matches_keras():
         seen = {}  # values per channel each BN normalises over, N * H * W
         for name, m in ours.named_modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, i[0].numel() // i[0].shape[1]))
+                m.register_forward_hook(
+                    lambda m, i, o, name=name: seen.__setitem__(name, i[0].numel() // i[0].shape[1])
+                )
         x = _images(4, *KERAS_SIZE_2, seed=7)
         expected = _keras_predict(kmodel, x, training=True)  # updates Keras' moving statistics once
         with torch.no_grad():
@@ -275,7 +281,9 @@ def test_keras_layer_names_maps_by_structure(keras_model_75):
     convs = [layer for layer in keras_model_75.layers if isinstance(layer, keras.layers.Conv2D)]
     # One to one onto our modules: every conv and BN of every ConvBNAct, and the classifier.
     units = [n for n, m in ours.named_modules() if isinstance(m, ConvBNAct)]
-    assert sorted(name_map.values()) == sorted([f"{u}.conv" for u in units] + [f"{u}.bn" for u in units] + ["predictions"])
+    assert sorted(name_map.values()) == sorted(
+        [f"{u}.conv" for u in units] + [f"{u}.bn" for u in units] + ["predictions"]
+    )
     assert name_map["predictions"] == "predictions"
     for layer in convs:
         kh, kw, cin, cout = layer.kernel.shape
@@ -312,7 +320,9 @@ def test_keras_layer_names_refuses_another_model():
 # --- input limits ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, opts", [("inception_v3", {}), ("inception_v3", {"aux_logits": False}), ("inception_v3_keras", {})])
+@pytest.mark.parametrize(
+    "name, opts", [("inception_v3", {}), ("inception_v3", {"aux_logits": False}), ("inception_v3_keras", {})]
+)
 def test_min_size_is_the_true_minimum(name, opts):
     assert cnnzoo.get_model_info(name).min_size == MIN == 75
     model = create_model(name, **opts)
@@ -354,7 +364,9 @@ def test_bad_inputs_are_named():
     with pytest.raises(InputShapeError, match=r"inception_v3 expects 3 input channels, got 1"):
         model(torch.randn(2, 1, 80, 80))
     keras_flavour = create_model("inception_v3_keras").eval()
-    with pytest.raises(InputShapeError, match=r"inception_v3_keras expects 3 input channels in dim 1, got 299.*channels-last.*permute"):
+    with pytest.raises(
+        InputShapeError, match=r"inception_v3_keras expects 3 input channels in dim 1, got 299.*channels-last.*permute"
+    ):
         keras_flavour(torch.randn(1, 299, 299, 3))
 
 

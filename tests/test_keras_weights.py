@@ -168,24 +168,38 @@ def test_loading_needs_no_keras(resnet50_files, monkeypatch):
 
 def test_a_file_of_another_model(resnet50_files):
     path = resnet50_files[0]["weights.h5"]
-    with pytest.raises(cnnzoo.WeightsError, match=r"106 Keras layers have no place in vgg16: conv1_bn, .*Is it a file of the Keras model vgg16 mirrors \(keras.applications.VGG16\)"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"106 Keras layers have no place in vgg16: conv1_bn, .*Is it a file of the Keras model vgg16 mirrors \(keras.applications.VGG16\)",
+    ):
         cnnzoo.create_model("vgg16", weights=path)
     with pytest.raises(cnnzoo.WeightsError, match=r"does not fit resnet101_keras: missing keys \(\d+\): conv4_block7"):
         cnnzoo.create_model("resnet101_keras", weights=path)
-    with pytest.raises(cnnzoo.WeightsError, match="Keras weights load into vgg16, vgg19, inception_v3_keras, resnet50_keras, .* resnet50 has no Keras counterpart"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match="Keras weights load into vgg16, vgg19, inception_v3_keras, resnet50_keras, .* resnet50 has no Keras counterpart",
+    ):
         cnnzoo.create_model("resnet50", weights=path)
     inception = cnnzoo.create_model("inception_v3_keras")
-    with pytest.raises(cnnzoo.WeightsError, match="has 53 Conv2D, 53 BatchNormalization and 1 Dense layers; inception_v3_keras needs 94, 94 and 1"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match="has 53 Conv2D, 53 BatchNormalization and 1 Dense layers; inception_v3_keras needs 94, 94 and 1",
+    ):
         load_pretrained(inception, path)
 
 
 def test_another_number_of_classes(resnet50_files):
     files, x, want = resnet50_files
-    with pytest.raises(cnnzoo.WeightsError, match=r"classifier of resnet50_keras has 10 outputs, the file's has 1000 \(predictions.weight, predictions.bias\)"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"classifier of resnet50_keras has 10 outputs, the file's has 1000 \(predictions.weight, predictions.bias\)",
+    ):
         cnnzoo.create_model("resnet50_keras", num_classes=10, weights=files["h5"])
     model = cnnzoo.create_model("resnet50_keras", num_classes=10)
     report = load_pretrained(model, files["h5"], reset_head=True)
-    assert report.notes == ["reset the head: predictions.weight, predictions.bias keep their fresh initialisation for 10 classes (the file's head has 1000)"]
+    assert report.notes == [
+        "reset the head: predictions.weight, predictions.bias keep their fresh initialisation for 10 classes (the file's head has 1000)"
+    ]
 
 
 def test_another_batchnorm_epsilon_is_refused(resnet50_files, tmp_path):
@@ -197,7 +211,10 @@ def test_another_batchnorm_epsilon_is_refused(resnet50_files, tmp_path):
             if layer["config"]["name"] == "conv1_bn":
                 layer["config"]["epsilon"] = 1e-3
         f.attrs["model_config"] = json.dumps(config)
-    with pytest.raises(cnnzoo.WeightsError, match=r"eps.h5: Keras layer 'conv1_bn' -> conv1_bn: the Keras BatchNormalization has epsilon 0.001, the cnnzoo one 1.001e-05"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"eps.h5: Keras layer 'conv1_bn' -> conv1_bn: the Keras BatchNormalization has epsilon 0.001, the cnnzoo one 1.001e-05",
+    ):
         cnnzoo.create_model("resnet50_keras", weights=path)
 
 
@@ -225,7 +242,9 @@ def test_a_weights_h5_without_layer_names_is_refused(resnet50_files, tmp_path):
     with h5py.File(path, "r+") as f:  # as older Keras 3 releases wrote them
         for group in f["layers"].values():
             group["vars"].attrs.pop("name", None)
-    with pytest.raises(cnnzoo.WeightsError, match="does not store its layer's name .* save it again with a current Keras"):
+    with pytest.raises(
+        cnnzoo.WeightsError, match="does not store its layer's name .* save it again with a current Keras"
+    ):
         cnnzoo.create_model("resnet50_keras", weights=path)
 
 

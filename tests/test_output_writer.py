@@ -6,6 +6,7 @@ regression can never replace the machine's /dev/null.
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -43,18 +44,35 @@ def umask() -> int:
 # --- what a file holds ------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated; its files still exist
 def test_file_kind_tells_the_formats_apart(tmp_path):
     import torch
 
-    files = {"a.png": PNG, "a.jpg": JPEG, "a.onnx": ONNX, "a.safetensors": safetensors_bytes(), "a.json": b'{"x": 1}\n', "e": b""}
+    files = {
+        "a.png": PNG,
+        "a.jpg": JPEG,
+        "a.onnx": ONNX,
+        "a.safetensors": safetensors_bytes(),
+        "a.json": b'{"x": 1}\n',
+        "e": b"",
+    }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     torch.save({"w": torch.ones(1)}, tmp_path / "state.pt")
     torch.jit.save(torch.jit.script(torch.nn.ReLU()), str(tmp_path / "script.pt"))
     (tmp_path / "noise").write_bytes(bytes(range(256)) * 4)
     kinds = {p.name: file_kind(p) for p in tmp_path.iterdir()}
-    assert kinds == {"a.png": "png", "a.jpg": "jpeg", "a.onnx": "onnx", "a.safetensors": "safetensors", "a.json": "text",
-                     "e": "empty", "state.pt": "torch", "script.pt": "torchscript", "noise": "data"}  # fmt: skip
+    assert kinds == {
+        "a.png": "png",
+        "a.jpg": "jpeg",
+        "a.onnx": "onnx",
+        "a.safetensors": "safetensors",
+        "a.json": "text",
+        "e": "empty",
+        "state.pt": "torch",
+        "script.pt": "torchscript",
+        "noise": "data",
+    }
 
 
 @settings(max_examples=200, deadline=None)
@@ -62,8 +80,24 @@ def test_file_kind_tells_the_formats_apart(tmp_path):
 def test_file_kind_of_any_bytes_is_a_known_kind(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("kind") / "f"
     path.write_bytes(data)
-    assert file_kind(path) in {"empty", "safetensors", "png", "jpeg", "gif", "webp", "pdf", "hdf5", "torchscript", "torch",
-                               "keras", "zip", "pickle", "onnx", "text", "data"}  # fmt: skip
+    assert file_kind(path) in {
+        "empty",
+        "safetensors",
+        "png",
+        "jpeg",
+        "gif",
+        "webp",
+        "pdf",
+        "hdf5",
+        "torchscript",
+        "torch",
+        "keras",
+        "zip",
+        "pickle",
+        "onnx",
+        "text",
+        "data",
+    }
 
 
 # --- safe_output: refusals --------------------------------------------------------------------------
@@ -83,7 +117,10 @@ def test_an_existing_output_needs_force_and_the_same_kind(tmp_path):
     assert safe_output(out, kind="onnx", force=True) == out
     checkpoint = tmp_path / "epoch-0002.safetensors"
     checkpoint.write_bytes(safetensors_bytes())
-    with pytest.raises(OutputError, match="holds a safetensors file .*, not an ONNX model: cnnzoo never replaces a file of another kind"):
+    with pytest.raises(
+        OutputError,
+        match="holds a safetensors file .*, not an ONNX model: cnnzoo never replaces a file of another kind",
+    ):
         safe_output(checkpoint, kind="onnx", force=True)
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(JPEG)
@@ -102,8 +139,11 @@ def test_an_empty_file_is_replaced_by_any_kind_with_force(tmp_path):
 def test_folders_devices_and_fifos_are_never_a_file_output(tmp_path, char_device, force):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    for path, words in ((tmp_path, "is a folder; name a file inside it"), (char_device, "is a character device, not a regular file"),
-                        (fifo, "is a FIFO")):  # fmt: skip
+    for path, words in (
+        (tmp_path, "is a folder; name a file inside it"),
+        (char_device, "is a character device, not a regular file"),
+        (fifo, "is a FIFO"),
+    ):
         with pytest.raises(OutputError, match=words):
             safe_output(path, kind="onnx", force=force)
     assert stat.S_ISCHR(os.stat(char_device).st_mode) and stat.S_ISFIFO(os.stat(fifo).st_mode)
@@ -158,7 +198,7 @@ def test_a_link_is_written_through_to_its_target(tmp_path):
         safe_output(link, kind="onnx")
     resolved = safe_output(link, kind="onnx", force=True)
     assert resolved == target
-    atomic_write(link, lambda tmp: open(tmp, "wb").write(ONNX + b"new"))
+    atomic_write(link, lambda tmp: Path(tmp).write_bytes(ONNX + b"new"))
     assert link.is_symlink() and target.read_bytes() == ONNX + b"new"
 
 
@@ -186,8 +226,8 @@ def test_a_dangling_link_creates_its_target(tmp_path):
 
 
 def test_written_files_get_the_umask_permissions_even_from_a_writer_that_makes_0600(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     def private_writer(tmp: str) -> None:  # what safetensors' writer does: a new file, 0600
         os.unlink(tmp)
@@ -197,7 +237,9 @@ def test_written_files_get_the_umask_permissions_even_from_a_writer_that_makes_0
     atomic_write(tmp_path / "b.safetensors", lambda tmp: save_file({"w": torch.ones(2)}, tmp))
     atomic_write_text(tmp_path / "c.json", "{}")
     want = 0o666 & ~umask()
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == dict.fromkeys(("a.bin", "b.safetensors", "c.json"), want)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == dict.fromkeys(
+        ("a.bin", "b.safetensors", "c.json"), want
+    )
 
 
 def test_atomic_write_never_replaces_a_device_or_a_folder(tmp_path, char_device):
@@ -219,7 +261,7 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     out.write_text("old")
 
     def broken(tmp: str) -> None:
-        open(tmp, "w").write("half")
+        Path(tmp).write_text("half")
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError, match="disk on fire"):

@@ -409,3 +409,169 @@ def test_register_refuses_unknown_fields_models_and_schemes():
         P.register_pretrained("resnet19", "x", url="https://example.org/r.pth", sha256="0676ba61")
     with pytest.raises(WeightsError, match="only http"):
         P.register_pretrained("resnet18", "x", url="file:///tmp/r.pth", sha256="0676ba61")
+
+
+# --------------------------------------------------------------------------------------------------
+# What create_model(pretrained=...), predict and eval take from an entry
+# --------------------------------------------------------------------------------------------------
+
+
+def test_names_with_a_tag_and_what_pretrained_accepts():
+    assert P.split_name("resnet50.IMAGENET1K_V1") == ("resnet50", "IMAGENET1K_V1")
+    assert P.split_name("resnet50") == ("resnet50", None)
+    with pytest.raises(P.UnknownPretrainedError, match="nothing after the dot"):
+        P.split_name("resnet50.")
+    v1 = P.get_pretrained("resnet50.IMAGENET1K_V1")
+    assert P.resolve_pretrained("resnet50", False) is None and P.resolve_pretrained("resnet50", None) is None
+    assert P.resolve_pretrained("resnet50", True) is P.get_pretrained("resnet50")
+    assert P.resolve_pretrained("resnet50", "imagenet1k_v1") is v1
+    assert (
+        P.resolve_pretrained("resnet50", "resnet50.IMAGENET1K_V1") is v1 and P.resolve_pretrained("resnet50", v1) is v1
+    )
+    with pytest.raises(P.UnknownPretrainedError, match="weights of resnet18, not of resnet50"):
+        P.resolve_pretrained("resnet50", "resnet18.IMAGENET1K_V1")
+    with pytest.raises(P.UnknownPretrainedError, match="expected True"):
+        P.resolve_pretrained("resnet50", 3)
+
+
+def test_preprocessing_round_trips_through_plain_data():
+    for name in ("resnet50.IMAGENET1K_V2", "vgg16.imagenet", "inception_v3_keras.imagenet"):
+        pre = P.get_pretrained(name).preprocessing
+        data = json.loads(json.dumps(pre.as_dict()))
+        assert data["image_size"] == pre.input_size and P.Preprocessing.from_dict(data) == pre
+
+
+@pytest.mark.parametrize("name", ["resnet50.IMAGENET1K_V2", "resnet50.IMAGENET1K_V1", "inception_v3.IMAGENET1K_V1"])
+def test_the_eval_crop_of_a_torchvision_entry_is_its_transforms_preset(name):
+    """EvalCrop.of(entry) resizes and crops as torchvision's weights.transforms() does (before normalising)."""
+    from torchvision.transforms.v2 import functional as F2
+
+    from cnnzoo.data import EvalCrop
+
+    model, tag = name.split(".")
+    preset = tvm.get_model_weights(cnnzoo.get_model_info(model).torchvision)[tag].transforms()
+    crop = EvalCrop.of(P.get_pretrained(name).preprocessing)
+    assert (crop.resize, crop.crop, crop.interpolation) == (
+        preset.resize_size[0],
+        preset.crop_size[0],
+        preset.interpolation.value,
+    )
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 301, 407), dtype=np.uint8))
+    ours = crop.transform()(image)
+    theirs = F2.center_crop(
+        F2.resize(image, preset.resize_size, preset.interpolation, antialias=True), preset.crop_size
+    )
+    assert ours.shape == (3, crop.crop, crop.crop)
+    assert (ours.int() - theirs.int()).abs().max() <= 1  # uint8 resampling rounds alike, up to one level
+
+
+def test_the_eval_crop_of_a_keras_entry_is_load_img_nearest():
+    """keras.utils.load_img(target_size=...) resizes the whole image with PIL's nearest neighbour."""
+    from PIL import Image
+
+    from cnnzoo.data import EvalCrop
+
+    crop = EvalCrop.of(P.get_pretrained("resnet50_keras").preprocessing)
+    assert (crop.mode, crop.crop, crop.interpolation) == ("exact", 224, "nearest")
+    pixels = np.random.default_rng(1).integers(0, 256, (333, 500, 3), dtype=np.uint8)
+    pil = np.asarray(Image.fromarray(pixels).resize((224, 224), Image.NEAREST))
+    ours = crop.transform()(torch.from_numpy(pixels).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(ours, pil)
+
+
+def test_bgr_batches_are_the_flipped_image_normalised_in_bgr():
+    from cnnzoo.data import ArrayData
+    from cnnzoo.data.batches import ChannelsReversed, make_batches
+
+    images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    split = ArrayData(images, torch.arange(4), ["a", "b", "c", "d"])
+    pre = P.get_pretrained("resnet50_keras").preprocessing
+    shard = types.SimpleNamespace(rank=0, world=1)
+    batches = make_batches(split, 4, torch.device("cpu"), pre.mean, pre.std, shard, train=False, channel_order="BGR")
+    assert isinstance(batches, ChannelsReversed) and len(batches) == 1
+    ((x, _),) = list(batches.epoch(0, 0))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (pre.mean, pre.std))
+    want = (images.flip(1).float() / 255 - mean) / std  # keras' caffe mode: BGR, minus the mean in 0..255
+    torch.testing.assert_close(x, want)
+
+
+def test_a_file_is_matched_to_its_entry_by_digest(tmp_path):
+    data, _ = lenet5_file()
+    path = tmp_path / "any-name.pth"
+    path.write_bytes(data)
+    assert P.match_file("lenet5", path) is None
+    by_sha = P.register_pretrained(
+        "lenet5", "a", url="https://example.org/a.pth", sha256=hashlib.sha256(data).hexdigest()[:10]
+    )
+    assert P.match_file("lenet5", path) is by_sha
+    P.unregister_pretrained("lenet5", "a")
+    by_md5 = P.register_pretrained("lenet5", "b", url="https://example.org/b.h5", md5=hashlib.md5(data).hexdigest())
+    assert P.match_file("lenet5", path) is by_md5
+
+
+def test_adapt_input_conv_against_the_convolution_it_replaces():
+    from cnnzoo.weights.adapt import adapt_input_conv
+
+    weight = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    gray = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(
+        torch.nn.functional.conv2d(gray, adapt_input_conv(weight, 1)),
+        torch.nn.functional.conv2d(gray.expand(-1, 3, -1, -1), weight),
+    )
+    four = adapt_input_conv(weight, 4)  # R, G, B, R, scaled by 3/4 (timm's adapt_input_conv)
+    torch.testing.assert_close(four, torch.cat([weight, weight[:, :1]], 1) * 0.75)
+    assert adapt_input_conv(weight.half(), 1).dtype == torch.float16
+    assert adapt_input_conv(weight, 3) is weight
+    with pytest.raises(WeightsError, match="only 3-channel kernels are repeated"):
+        adapt_input_conv(torch.randn(8, 4, 3, 3), 2)
+
+
+def test_keras_notop_files_load_the_backbone_and_keep_a_fresh_head(tmp_path):
+    """A file like keras.applications' vgg16_..._notop.h5 (no fc1, fc2, predictions): the features match Keras',
+    the MLP classifier keeps its initialisation; without backbone_only the refusal says what to do."""
+    import keras
+
+    from cnnzoo.weights import load_pretrained
+    from tests.test_keras_weights import randomise, save
+
+    keras.utils.set_random_seed(0)
+    k = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    randomise(keras, k, he=True)
+    path = save(keras, k, tmp_path, ["download.h5"])["download.h5"]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    want = keras.ops.convert_to_numpy(k(x.permute(0, 2, 3, 1).numpy(), training=False))
+    torch.manual_seed(3)
+    model = cnnzoo.create_model("vgg16")
+    fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("classifier.")}
+    with pytest.raises(WeightsError, match=r"the file has no classifier .*backbone_only=True"):
+        load_pretrained(model, path)
+    report = load_pretrained(model, path, backbone_only=True)
+    assert report.notes == [
+        "backbone only: the file has no classifier; classifier keeps its fresh initialisation (6 tensors)"
+    ]
+    with torch.no_grad():
+        got = model.eval().forward_features(x).permute(0, 2, 3, 1).numpy()
+    assert np.abs(want).max() > 0.1 and np.abs(got - want).max() <= 1e-4
+    for key, value in fresh.items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_solution_csv_and_flat_folder_errors(tmp_path):
+    from cnnzoo.data import DataError, EvalCrop, load_eval_folder, read_solution_csv
+
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n01751748 1 2 3 4 n01751748 5 6 7 8\n")
+    assert read_solution_csv(csv_path) == {"ILSVRC2012_val_00000002": "n01751748"}
+    csv_path.write_text("id,label\nx,n1\n")
+    with pytest.raises(DataError, match="expected the header ImageId,PredictionString"):
+        read_solution_csv(csv_path)
+    csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,\n")
+    with pytest.raises(DataError, match="line 2: expected IMAGE_ID,SYNSET"):
+        read_solution_csv(csv_path)
+    (tmp_path / "ILSVRC2012_val_00000009.JPEG").write_bytes(b"\xff\xd8")
+    csv_path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000002,n01751748 1 2 3 4\n")
+    with pytest.raises(DataError, match="1 images have no row in .*LOC_val_solution.csv"):
+        load_eval_folder(tmp_path, eval_crop=EvalCrop(224))
+    csv_path.unlink()
+    with pytest.raises(DataError, match="no LOC_val_solution.csv in it or up to 4 folders above"):
+        load_eval_folder(tmp_path, eval_crop=EvalCrop(224))

@@ -271,7 +271,9 @@ def test_eval_pretrained_uses_the_entrys_transform_on_a_class_folder(tmp_path, s
         target.parent.mkdir(parents=True, exist_ok=True)
         image.rename(target)
     data = f"folder:{root}"
-    code, out, err = run(["eval", "resnet18.crop232", "--pretrained", "--data", data, "--json", "--workers", "0"], capsys)
+    code, out, err = run(
+        ["eval", "resnet18.crop232", "--pretrained", "--data", data, "--json", "--workers", "0"], capsys
+    )
     assert code == 0, err
     result = json.loads(out)
     assert (result["count"], result["top1"], result["checkpoint"]) == (4, 1.0, "resnet18.crop232")
@@ -310,7 +312,9 @@ def test_eval_pretrained_on_the_flat_ilsvrc_validation_layout(tmp_path, server, 
     write_solution_csv(root / "LOC_val_solution.csv", present)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, out, err = run(["eval", "resnet18.crop232", "--pretrained", "--data", f"folder:{val}", "--json", "--workers", "0"], capsys)
+        code, out, err = run(
+            ["eval", "resnet18.crop232", "--pretrained", "--data", f"folder:{val}", "--json", "--workers", "0"], capsys
+        )
     assert code == 0, err
     assert (json.loads(out)["count"], json.loads(out)["top1"]) == (4, 1.0)
     assert any("4 of the 1000 images LOC_val_solution.csv lists are here" in str(w.message) for w in caught)
@@ -364,7 +368,9 @@ def test_train_with_a_tag_in_the_model_name(tmp_path, capsys):
 def test_weights_list_and_download(published, capsys):
     code, out, _ = run(["weights", "list", "resnet18"], capsys)
     row = next(line for line in out.splitlines() if "resnet18.IMAGENET1K_V1 (default)" in line)
-    assert code == 0 and "torchvision" in row and "69.76%" in row and "44.7 MiB" in row and row.rstrip("│ ").endswith("no")
+    assert (
+        code == 0 and "torchvision" in row and "69.76%" in row and "44.7 MiB" in row and row.rstrip("│ ").endswith("no")
+    )
     assert "resnet18.tabby" in out
     code, out, _ = run(["weights", "download", "resnet18", "resnet18.tabby"], capsys)
     assert code == 0
@@ -412,12 +418,17 @@ def test_url_weights_need_a_digest(tmp_path, server, files, capsys):
     assert code == 2 and "give exactly one digest" in err and not (tmp_path / "x.onnx").exists()
     code, _, err = run(["convert", url, out, "--model", "resnet18", "--sha256", "0" * 12], capsys)
     assert code == 2 and "expected sha256 000000000000" in err and not out.exists()
-    code, stdout, err = run(["convert", url, out, "--model", "resnet18", "--sha256", sha256(files["plain"][0])[:12]], capsys)
+    code, stdout, err = run(
+        ["convert", url, out, "--model", "resnet18", "--sha256", sha256(files["plain"][0])[:12]], capsys
+    )
     assert code == 0, err
     meta = read_metadata(out)
     assert meta["converted_from"]["sha256"] == sha256(files["plain"][0])
     model = cnnzoo.load_model(out)
-    same_state(model.state_dict(), cnnzoo.create_model("resnet18", weights=str(hub.weights_dir() / PLAIN_PATH[1:])).state_dict())
+    same_state(
+        model.state_dict(),
+        cnnzoo.create_model("resnet18", weights=str(hub.weights_dir() / PLAIN_PATH[1:])).state_dict(),
+    )
 
 
 def test_convert_keeps_categories_and_preprocessing(tmp_path, files, published, capsys):
@@ -439,7 +450,21 @@ def test_convert_keeps_categories_and_preprocessing(tmp_path, files, published, 
     meta = read_metadata(tmp_path / "mine.safetensors")
     assert meta["classes"] == CATEGORIES and "pretrained" not in meta and meta["preprocessing"]["resize"] == 256
     # --like names the entry; a new head has no names
-    assert run(["convert", other, tmp_path / "like.safetensors", "--model", "resnet18", "--like", "resnet18.IMAGENET1K_V1"], capsys)[0] == 0
+    assert (
+        run(
+            [
+                "convert",
+                other,
+                tmp_path / "like.safetensors",
+                "--model",
+                "resnet18",
+                "--like",
+                "resnet18.IMAGENET1K_V1",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     assert read_metadata(tmp_path / "like.safetensors")["pretrained"] == "resnet18.IMAGENET1K_V1"
     argv = ["convert", other, tmp_path / "ten.safetensors", "--model", "resnet18", "--num-classes", 10, "--reset-head"]
     code, stdout, _ = run(argv, capsys)
@@ -459,3 +484,24 @@ def test_export_keeps_categories_in_the_onnx_metadata(tmp_path, capsys):
     assert (onnx_model.image_size, onnx_model.metadata["resize"], onnx_model.metadata["crop"]) == (64, 256, 224)
     code, out_text, err = run(["predict", out, noise_image(tmp_path / "c.png", seed=2), "--topk", "1"], capsys)
     assert code == 0 and out_text.splitlines()[1].endswith("tabby"), err
+
+
+def test_visualize_takes_pretrained_weights(tmp_path, files, capsys):
+    image = noise_image(tmp_path / "x.png", seed=3, size=(224, 224))
+    code, out, err = run(
+        ["visualize", "resnet18.tabby", "--pretrained", "--image", image, "--out", tmp_path / "pics"], capsys
+    )
+    assert code == 0, err
+    assert (tmp_path / "pics" / "filters.png").is_file() and "stages:" in out
+    code, _, err = run(["visualize", "resnet18.tabby", "--image", image, "--out", tmp_path / "other"], capsys)
+    assert code == 2 and "add --pretrained" in err
+    # what visualize was shown: the file's filters, as a model loaded from the file by path shows them
+    from matplotlib.image import imread
+
+    by_path = cnnzoo.create_model("resnet18")
+    cnnzoo.load_pretrained(by_path, P.get_pretrained("resnet18.tabby").cache_path)
+    cnnzoo.visualize(by_path, image, tmp_path / "by_path")
+    cnnzoo.visualize(cnnzoo.create_model("resnet18"), image, tmp_path / "random")
+    shown = imread(tmp_path / "pics" / "filters.png")
+    np.testing.assert_array_equal(shown, imread(tmp_path / "by_path" / "filters.png"))
+    assert not np.array_equal(shown, imread(tmp_path / "random" / "filters.png"))

@@ -327,3 +327,13 @@ def test_bad_inputs_say_what_is_wrong(tmp_path, lenet_fixed_batch):
     with pytest.raises(q.QuantizeError, match="neither a run folder"):
         q.calibration_batch(tmp_path, 4)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_existing_output_is_replaced_only_with_force(tmp_path, lenet_fixed_batch):
+    _, fp32 = lenet_fixed_batch
+    images = smooth_images(4, 1, 28, seed=0)
+    out = q.quantize_onnx(fp32, tmp_path / "int8.onnx", images).path
+    with pytest.raises(cnnzoo.CnnzooError, match="already exists .*pass --force"):
+        q.quantize_onnx(fp32, out, images)
+    assert q.quantize_onnx(fp32, out, images, method="percentile", force=True).path == out
+    assert OnnxModel(out).metadata["quantization"]["method"] == "percentile"

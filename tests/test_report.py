@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnzoo.data import load_mnist5k
 from cnnzoo.predict import predict_images
 from cnnzoo.report import load_subject, report
+from cnnzoo.shapes import receptive_fields
 from cnnzoo.summary import summary
 from cnnzoo.train import TrainConfig, train
 
@@ -66,11 +68,9 @@ def lenet_page(tmp_path_factory):
         image, label = test[index]
         files.append(root / f"digit_{label}.png")
         Image.fromarray(image[0].numpy()).save(files[-1])
-    start = time.perf_counter()
     page = report(str(run), [str(f) for f in files], device="cpu")
-    seconds = time.perf_counter() - start
     path = page.save(root / "lenet5.html")
-    return dict(run=run, files=files, page=page, path=path, seconds=seconds)
+    return dict(run=run, files=files, page=page, path=path)
 
 
 class _Parsed(HTMLParser):
@@ -164,9 +164,23 @@ def test_the_top5_on_the_page_are_what_predict_says(lenet_page):
         assert [float(p) for _, p in labels] == pytest.approx([100 * p for _, p in record["top"]], abs=0.051)
 
 
-def test_a_complete_page_in_seconds(lenet_page):
-    # Not a benchmark (benchmarks/report_bench.py is): a bound that only a broken pipeline would cross.
-    assert lenet_page["seconds"] < 60
+def test_a_users_own_module(tmp_path):
+    """Any nn.Module, not only the zoo's: its receptive fields from shapes.receptive_fields, its modes left alone."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(16, 4),
+    ).train()  # fmt: skip
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
+    page = report(model, [str(image)], image_size=32)
+    expected = [f.receptive_field for f in receptive_fields([(3, 1), (2, 2), (3, 2)])]
+    assert (
+        [page.layers[name]["rf"] for name in ("0", "2", "3")] == [[e, e] for e in expected] == [[3, 3], [4, 4], [8, 8]]
+    )
+    assert page.layers["3"]["shape"] == [16, 7, 7]  # (16 - 3)/2 + 1 = 7.5, rounded down
+    assert all(m.training for m in model.modules())
+    assert page.html.count("<article class='image'") == 1 and "class 0" in page.html  # no class names: indices
 
 
 # --- the browser ----------------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ KERAS_NAMES = list(KERAS_RESNET_CONFIGS)
 ALL_NAMES = IMAGENET_NAMES + CIFAR_NAMES + KERAS_NAMES
 
 # Keras 3 with torch tensors under numpy 2 warns on every weight read; it is noise for these tests.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 
 def build(name: str, seed: int = 0, **kwargs) -> nn.Module:
@@ -93,7 +95,9 @@ def test_imagenet_resnet_matches_torchvision(name):
 
     # Same parameter count, the published figure, and the very same state-dict keys and shapes.
     assert count_params(ours).total == IMAGENET_COUNTS[name] == count_params(theirs).total
-    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in theirs.state_dict().items()]
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
 
     cnnzoo.load_torchvision_state_dict(ours, theirs.state_dict())
     x = images(size=64)
@@ -142,7 +146,12 @@ def test_stride_once_per_stage_and_projection_exactly_where_shape_changes(name):
             assert (block.downsample is not None) == shape_changes, (s, i)
             if shape_changes:
                 conv, bn = block.downsample[0], block.downsample[1]
-                assert (conv.kernel_size, _stride(conv), conv.in_channels, conv.out_channels) == ((1, 1), expected_stride, in_c, out_c)
+                assert (conv.kernel_size, _stride(conv), conv.in_channels, conv.out_channels) == (
+                    (1, 1),
+                    expected_stride,
+                    in_c,
+                    out_c,
+                )
                 assert isinstance(bn, nn.BatchNorm2d) and bn.num_features == out_c
     # The basic block strides its first 3x3 conv, never the second (the seed's bug strided both).
     if block_type is BasicBlock:
@@ -200,7 +209,13 @@ def test_zero_init_residual_makes_blocks_start_as_identity(name, last_bn):
 # CIFAR ResNets (paper section 4.2)
 # ------------------------------------------------------------------------------------------------
 
-PAPER_CIFAR_PARAMS = {"resnet20": "0.27M", "resnet32": "0.46M", "resnet44": "0.66M", "resnet56": "0.85M", "resnet110": "1.7M"}
+PAPER_CIFAR_PARAMS = {
+    "resnet20": "0.27M",
+    "resnet32": "0.46M",
+    "resnet44": "0.66M",
+    "resnet56": "0.85M",
+    "resnet110": "1.7M",
+}
 
 
 def cifar_param_formula(n: int, num_classes: int = 10) -> int:
@@ -248,7 +263,15 @@ def test_cifar_option_a_shortcut_is_subsampled_identity_with_zero_channels():
     model = build("resnet20").eval()
     # Identity everywhere except where the shape changes (first block of stages 2 and 3).
     assert [b.downsample is None for s in (1, 2, 3) for b in getattr(model, f"layer{s}")] == [
-        True, True, True, False, True, True, False, True, True
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
     ]
     block = model.layer2[0]
     assert isinstance(block.downsample, ShortcutA)
@@ -312,16 +335,25 @@ def test_keras_resnet50_counts_and_names_match_keras(keras_resnet50):
     name_map = keras_name_map(ours)
     weighted = {layer.name: layer for layer in keras_resnet50.layers if layer.weights}
     assert set(name_map) == set(weighted)
-    kinds = {keras.layers.Conv2D: nn.Conv2d, keras.layers.BatchNormalization: nn.BatchNorm2d, keras.layers.Dense: nn.Linear}
+    kinds = {
+        keras.layers.Conv2D: nn.Conv2d,
+        keras.layers.BatchNormalization: nn.BatchNorm2d,
+        keras.layers.Dense: nn.Linear,
+    }
     for kname, layer in weighted.items():
         module = modules[name_map[kname]]
         assert isinstance(module, kinds[type(layer)]), kname
         if isinstance(layer, keras.layers.Conv2D):
             assert module.stride == tuple(layer.strides) and module.bias is not None, kname
         if isinstance(layer, keras.layers.BatchNormalization):
-            assert module.eps == pytest.approx(layer.epsilon) and module.momentum == pytest.approx(1 - layer.momentum), kname
+            assert module.eps == pytest.approx(layer.epsilon) and module.momentum == pytest.approx(
+                1 - layer.momentum
+            ), kname
     # v1: the stride sits in the first 1x1 conv of a stage's first block; only that block has a conv shortcut.
-    assert _stride(ours.conv3_block1.get_submodule("1_conv")) == 2 and _stride(ours.conv3_block1.get_submodule("2_conv")) == 1
+    assert (
+        _stride(ours.conv3_block1.get_submodule("1_conv")) == 2
+        and _stride(ours.conv3_block1.get_submodule("2_conv")) == 1
+    )
     assert hasattr(ours.conv3_block1, "0_conv") and not hasattr(ours.conv3_block2, "0_conv")
     with pytest.raises(TypeError, match="Keras-flavour"):
         keras_name_map(build("resnet50"))

@@ -77,7 +77,9 @@ def keras_shape(row) -> str:
 # --- the seed's tables ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet50_keras", "inception_v3_keras", "resnet101_keras", "resnet152_keras", "vgg19"])
+@pytest.mark.parametrize(
+    "name", ["vgg16", "resnet50_keras", "inception_v3_keras", "resnet101_keras", "resnet152_keras", "vgg19"]
+)
 def test_keras_totals_are_the_seeds_and_keras_applications(name):
     s = summary(name, style="keras")
     total, trainable, frozen = KERAS_PARAMS[name]
@@ -90,7 +92,11 @@ def test_keras_totals_are_the_seeds_and_keras_applications(name):
 def test_vgg16_keras_rows_are_the_seeds_table():
     s = summary("vgg16", style="keras")
     # Keras folds the ReLU into Conv2D/Dense and has no dropout or adaptive pool: those rows are ours alone.
-    ours = [(r.name, r.type, keras_shape(r), r.params) for r in s.rows if r.type in ("Conv2D", "MaxPooling2D", "Flatten", "Dense")]
+    ours = [
+        (r.name, r.type, keras_shape(r), r.params)
+        for r in s.rows
+        if r.type in ("Conv2D", "MaxPooling2D", "Flatten", "Dense")
+    ]
     assert ours == SEED_VGG16
     assert s.rows[0].name == "input" and keras_shape(s.rows[0]) == "(None, 224, 224, 3)"
     assert "(None, 224, 224, 64)" in str(s) and "block1_conv1 (Conv2D)" in str(s)
@@ -101,7 +107,9 @@ def test_resnet50_keras_rows_are_the_seeds_table():
     # Rows come in execution order; Keras sorts its table by depth in the graph, so it lists
     # conv2_block1_1_conv before the shortcut conv2_block1_0_conv that runs first here.
     rows = {r.name: r for r in s.rows}
-    ours = [(n, rows[n].type, keras_shape(rows[n]), rows[n].params, rows[n].connected_to) for n, *_ in SEED_RESNET50_HEAD]
+    ours = [
+        (n, rows[n].type, keras_shape(rows[n]), rows[n].params, rows[n].connected_to) for n, *_ in SEED_RESNET50_HEAD
+    ]
     assert ours == SEED_RESNET50_HEAD
     assert [r.name for r in s.rows[1:7]] == [n for n, *_ in SEED_RESNET50_HEAD[:6]]
     add = next(r for r in s.rows if r.name == "conv2_block1_add")
@@ -117,7 +125,9 @@ def test_inception_v3_keras_rows_are_the_seeds_table():
     assert (convs, bns) == (SEED_INCEPTION_STEM_CONVS, SEED_INCEPTION_STEM_BNS)
     mixed0 = next(r for r in s.rows if r.name == "mixed0")
     assert mixed0.type == "Concatenate" and keras_shape(mixed0) == "(None, 35, 35, 256)"
-    assert mixed0.connected_to == [f"mixed0_{b}_act" for b in ("branch1x1", "branch5x5_2", "branch3x3dbl_3", "branch_pool")]
+    assert mixed0.connected_to == [
+        f"mixed0_{b}_act" for b in ("branch1x1", "branch5x5_2", "branch3x3dbl_3", "branch_pool")
+    ]
     assert [r.name for r in s.rows if r.type == "Concatenate" and r.name.startswith("mixed") and "_" not in r.name] == [
         f"mixed{i}" for i in range(11)
     ]
@@ -164,10 +174,15 @@ def test_totals_agree_with_torchinfo_and_macs_differ_only_by_what_are_not_macs(n
     assert (ti.total_params, ti.trainable_params) == (s.total_params, s.trainable_params)
     t = trace(model, size)
     bias_adds = sum(
-        math.prod(n.out_shape) for n in t.nodes if isinstance(n.module, (nn.Conv2d, nn.Linear)) and n.module.bias is not None
+        math.prod(n.out_shape)
+        for n in t.nodes
+        if isinstance(n.module, (nn.Conv2d, nn.Linear)) and n.module.bias is not None
     )
     bn_once = sum(
-        p.numel() for n in t.nodes if isinstance(n.module, nn.modules.batchnorm._BatchNorm) for p in n.module.parameters()
+        p.numel()
+        for n in t.nodes
+        if isinstance(n.module, nn.modules.batchnorm._BatchNorm)
+        for p in n.module.parameters()
     )
     assert ti.total_mult_adds == s.macs + bias_adds + bn_once
 
@@ -184,7 +199,9 @@ def test_macs_match_torchvisions_published_figures(name):
 
 def test_macs_are_the_formula():
     # One conv: out_elements x (in/groups) x kh x kw; one linear: in x out per sample; nothing else counted.
-    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 5 * 5, 10))
+    model = nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 5 * 5, 10)
+    )
     s = summary(model, (4, 5, 5), batch_size=3)
     assert [r.macs for r in s.rows] == [0, 3 * 8 * 5 * 5 * (4 // 2) * 3 * 3, 0, 0, 0, 3 * 200 * 10]
 
@@ -313,11 +330,25 @@ def test_resnet152_is_fast():
 def test_depth_folds_blocks_into_rows():
     full, folded = summary("resnet50"), summary("resnet50", depth=1)
     assert [r.name for r in folded.rows] == [
-        "input", "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "flatten", "fc"
+        "input",
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "flatten",
+        "fc",
     ]
     assert folded.rows[5].type == "Sequential" and folded.rows[5].output_shape == (1, 256, 56, 56)
     assert sum(r.params for r in folded.rows) == full.total_params and folded.macs == full.macs
-    assert folded.rows[8].receptive_field == next(r for r in reversed(full.rows) if r.name.startswith("layer4")).receptive_field
+    assert (
+        folded.rows[8].receptive_field
+        == next(r for r in reversed(full.rows) if r.name.startswith("layer4")).receptive_field
+    )
     blocks = summary("resnet50", depth=2)
     assert [r.name for r in blocks.rows[5:8]] == ["layer1.0", "layer1.1", "layer1.2"]
     assert blocks.rows[6].connected_to == ["layer1.0"]
@@ -327,7 +358,11 @@ def test_torch_style_uses_module_paths_and_nchw():
     s = summary("resnet50")
     row = next(r for r in s.rows if r.name == "layer1.0.conv1")
     assert (row.type, row.output_shape, row.window) == ("Conv2d", (1, 64, 56, 56), "1x1/1")
-    assert [r.name for r in s.rows if r.path == "layer1.0.relu"] == ["layer1.0.relu", "layer1.0.relu[1]", "layer1.0.relu[2]"]
+    assert [r.name for r in s.rows if r.path == "layer1.0.relu"] == [
+        "layer1.0.relu",
+        "layer1.0.relu[1]",
+        "layer1.0.relu[2]",
+    ]
     assert "[1, 64, 56, 56]" in str(s)
     assert "sum(p.numel()" in str(s)
 

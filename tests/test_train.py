@@ -5,7 +5,6 @@ Runs that must survive SIGKILL are real child processes (python -m cnnzoo train 
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,9 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def cli(*args, check=True, timeout=300):
-    p = subprocess.run([sys.executable, "-m", "cnnzoo", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "cnnzoo", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"cnnzoo {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
@@ -73,7 +74,12 @@ def test_run_folder_holds_everything(lenet_run):
     # only the last and the best pair are kept, each pair complete
     files = sorted(p.name for p in (out / "checkpoints").iterdir())
     best, last = (json.loads((out / f"{w}.json").read_text()) for w in ("best", "last"))
-    assert set(files) == {Path(best["weights"]).name, Path(best["state"]).name, Path(last["weights"]).name, Path(last["state"]).name}
+    assert set(files) == {
+        Path(best["weights"]).name,
+        Path(best["state"]).name,
+        Path(last["weights"]).name,
+        Path(last["state"]).name,
+    }
     # the training state loads with weights_only=True; the weights hold no "module." prefix
     state = torch.load(out / last["state"], weights_only=True)
     assert state["epoch"] == 30 and len(state["history"]) == 30 and state["classes"] == [str(i) for i in range(10)]
@@ -109,7 +115,11 @@ def test_predict_with_the_exported_onnx_file(lenet_run, tmp_path):
     files = [write_png(tmp_path / f"{i}.png", test.images[i].numpy().transpose(1, 2, 0)) for i in range(4)]
     from_onnx = json.loads(cli("predict", onnx_file, *files, "--json").stdout)
     from_ckpt = json.loads(cli("predict", out, *files, "--json").stdout)
-    assert [r["top"][0][0] for r in from_onnx] == [r["top"][0][0] for r in from_ckpt] == [str(int(c)) for c in test.labels[:4]]
+    assert (
+        [r["top"][0][0] for r in from_onnx]
+        == [r["top"][0][0] for r in from_ckpt]
+        == [str(int(c)) for c in test.labels[:4]]
+    )
     for a, b in zip(from_onnx, from_ckpt):
         assert abs(a["top"][0][1] - b["top"][0][1]) < 1e-4
 
@@ -119,7 +129,19 @@ def test_fine_tune_from_torchvision_weights_needs_reset_head(tmp_path):
 
     pth = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), pth)
-    base = ["train", "resnet18", "--data", "synthetic:16:3x32x32:4", "--epochs", "1", "--batch-size", "8", "--weights", pth, "--no-progress"]
+    base = [
+        "train",
+        "resnet18",
+        "--data",
+        "synthetic:16:3x32x32:4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--weights",
+        pth,
+        "--no-progress",
+    ]
     p = cli(*base, "--out", tmp_path / "a", check=False)
     assert p.returncode == 2 and "--reset-head" in p.stderr and "1000" in p.stderr
     p = cli(*base, "--out", tmp_path / "b", "--reset-head")
@@ -171,12 +193,24 @@ sys.exit(main(sys.argv[4:]))
         ("save_weights", "before", ".safetensors"),  # killed before the weights file of epoch 2 is in place
         ("save_training_state", "before", ".state.pt"),  # weights of epoch 2 written, its state not: an incomplete pair
         ("save_file", "after", ".safetensors"),  # inside the atomic write: temp file written, not yet renamed
-        ("atomic_write_text", "after", "last.json"),  # pair complete and last.json moved; best.json and pruning not done
+        (
+            "atomic_write_text",
+            "after",
+            "last.json",
+        ),  # pair complete and last.json moved; best.json and pruning not done
     ],
 )
-def test_sigkill_while_writing_a_checkpoint_then_resume_is_bitwise_equal(uninterrupted, tmp_path, target, when, name_part):
+def test_sigkill_while_writing_a_checkpoint_then_resume_is_bitwise_equal(
+    uninterrupted, tmp_path, target, when, name_part
+):
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, target, when, name_part, *SHORT, "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SAVE, target, when, name_part, *SHORT, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert p.returncode == -signal.SIGKILL, p.stderr
     last = json.loads((out / "last.json").read_text())
     assert last["epoch"] in (1, 2)
@@ -194,7 +228,12 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(uninterrupted, t
     kills = 0
     args = [*SHORT, "--out", out]
     for attempt in range(12):
-        proc = subprocess.Popen([sys.executable, "-m", "cnnzoo", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnzoo", *map(str, args)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=ENV,
+        )
         if attempt < 8:
             # wait for the run to start training (its config appears), then kill somewhere in the epochs
             deadline = time.time() + 120
@@ -219,7 +258,9 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(uninterrupted, t
 
 def test_resume_keeps_the_schedule_and_says_how_to_train_further(uninterrupted, tmp_path):
     p = cli("train", "--resume", uninterrupted, "--epochs", "5", check=False)
-    assert p.returncode == 2 and "started for 4 epochs" in p.stderr and f"--weights {uninterrupted} --epochs 5" in p.stderr
+    assert (
+        p.returncode == 2 and "started for 4 epochs" in p.stderr and f"--weights {uninterrupted} --epochs 5" in p.stderr
+    )
     out = tmp_path / "more"
     cli("train", "lenet5", "--weights", uninterrupted, "--epochs", "1", "--out", out, "--no-progress")
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
@@ -253,7 +294,19 @@ def test_two_process_ddp_training_killed_and_resumed(tmp_path):
     out = tmp_path / "ddp"
     env = {**ENV, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cnnzoo"]
-    first = torchrun + ["train", "lenet5", "--device", "cpu", "--no-progress", "--epochs", "12", "--batch-size", "32", "--out", str(out)]
+    first = torchrun + [
+        "train",
+        "lenet5",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(first, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 240
     while not (out / "last.json").exists() and proc.poll() is None and time.time() < deadline:
@@ -267,7 +320,13 @@ def test_two_process_ddp_training_killed_and_resumed(tmp_path):
     assert (out / "last.json").exists(), log
     killed_after = json.loads((out / "last.json").read_text())["epoch"]
     assert killed_after < 12, log
-    p = subprocess.run(torchrun + ["train", "--resume", str(out), "--device", "cpu", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    p = subprocess.run(
+        torchrun + ["train", "--resume", str(out), "--device", "cpu", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "2 processes" in p.stdout and "resuming after epoch" in p.stdout
     assert f"resuming after epoch {killed_after}" in p.stdout
@@ -289,17 +348,44 @@ def test_two_process_ddp_training_killed_and_resumed(tmp_path):
 def test_train_on_mnist_idx_files(tmp_path):
     make_mnist_dir(tmp_path / "mnist", gz=True, n_train=64, n_test=20)
     out = tmp_path / "run"
-    cli("train", "lenet5", "--data", f"mnist:{tmp_path / 'mnist'}", "--epochs", "1", "--batch-size", "16", "--out", out, "--no-progress")
+    cli(
+        "train",
+        "lenet5",
+        "--data",
+        f"mnist:{tmp_path / 'mnist'}",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["test_count"] == 20
 
 
 def test_train_on_cifar10_batches(tmp_path):
     folder, _, _ = make_cifar10_dir(tmp_path, n=8)
     out = tmp_path / "run"
-    cli("train", "resnet20", "--data", f"cifar10:{folder}", "--epochs", "1", "--batch-size", "8", "--out", out, "--no-progress")
+    cli(
+        "train",
+        "resnet20",
+        "--data",
+        f"cifar10:{folder}",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+        "--no-progress",
+    )
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["test_count"] == 8
-    assert ckpt.read_metadata(out / json.loads((out / "last.json").read_text())["weights"])["info"]["classes"][0] == "airplane"
+    assert (
+        ckpt.read_metadata(out / json.loads((out / "last.json").read_text())["weights"])["info"]["classes"][0]
+        == "airplane"
+    )
 
 
 def _image_folder(root: Path, *, corrupt: bool) -> Path:
@@ -319,11 +405,45 @@ def _image_folder(root: Path, *, corrupt: bool) -> Path:
 def test_train_on_an_image_folder_skips_and_names_a_corrupt_file(tmp_path):
     root = _image_folder(tmp_path / "imgs", corrupt=True)
     out = tmp_path / "run"
-    p = cli("train", "resnet18", "--data", f"folder:{root}", "--image-size", "32", "--epochs", "1", "--batch-size", "13", "--workers", "0", "--out", out, "--no-progress")
+    p = cli(
+        "train",
+        "resnet18",
+        "--data",
+        f"folder:{root}",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "13",
+        "--workers",
+        "0",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert "broken.png" in p.stderr
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["skipped_images"] == 1 and last["test_count"] == 4
-    p = cli("train", "resnet18", "--data", f"folder:{root}", "--image-size", "32", "--epochs", "1", "--batch-size", "13", "--workers", "0", "--out", tmp_path / "strict", "--no-progress", "--strict", check=False)
+    p = cli(
+        "train",
+        "resnet18",
+        "--data",
+        f"folder:{root}",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "13",
+        "--workers",
+        "0",
+        "--out",
+        tmp_path / "strict",
+        "--no-progress",
+        "--strict",
+        check=False,
+    )
     assert p.returncode != 0 and "broken.png" in p.stderr
 
 
@@ -355,7 +475,9 @@ def test_unknown_model_and_data_spec_list_the_valid_ones(tmp_path):
 
 
 def _tiny_config(out: Path, **kw) -> TrainConfig:
-    return TrainConfig(model="lenet5", data="synthetic:64:1x28x28:10", epochs=3, batch_size=16, out=str(out), progress=False, **kw)
+    return TrainConfig(
+        model="lenet5", data="synthetic:64:1x28x28:10", epochs=3, batch_size=16, out=str(out), progress=False, **kw
+    )
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -382,6 +504,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     def full_disk(path, state):
         calls["n"] += 1
         if calls["n"] == 2:
+
             def write(tmp):
                 with open(tmp, "wb") as f:
                     f.write(b"partial")
@@ -391,7 +514,9 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
         return real(path, state)
 
     monkeypatch.setattr(ckpt, "save_training_state", full_disk)
-    with pytest.raises(TrainingError, match=r"No space left on device; the previous checkpoint \(epoch 1\) is intact.*--resume"):
+    with pytest.raises(
+        TrainingError, match=r"No space left on device; the previous checkpoint \(epoch 1\) is intact.*--resume"
+    ):
         train(_tiny_config(tmp_path / "run"))
     run = tmp_path / "run"
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
@@ -415,7 +540,17 @@ def test_auxiliary_heads_are_trained_with_their_loss_weight(tmp_path, monkeypatc
         return logits, loss
 
     monkeypatch.setattr(trainlib, "_forward_loss", spy)
-    result = train(TrainConfig(model="googlenet", data="synthetic:16:3x32x32:4", epochs=1, batch_size=8, out=str(tmp_path / "g"), progress=False, model_options={"aux_logits": True}))
+    result = train(
+        TrainConfig(
+            model="googlenet",
+            data="synthetic:16:3x32x32:4",
+            epochs=1,
+            batch_size=8,
+            out=str(tmp_path / "g"),
+            progress=False,
+            model_options={"aux_logits": True},
+        )
+    )
     assert seen == [(0.3, (8, 4))] * 2  # 16 images, 2 batches; the aux outputs went into the loss, not the logits
     assert result["test_count"] == 4
 
@@ -435,7 +570,16 @@ def test_aux_loss_combines_main_and_auxiliary_losses():
 
 def test_inception_v3_aux_head_size_is_refused_before_training(tmp_path):
     with pytest.raises(TrainingError, match=r"aux_logits=True needs an input of at least 299x299.*--image-size"):
-        train(TrainConfig(model="inception_v3", data="synthetic:16:3x75x75:4", epochs=1, batch_size=8, out=str(tmp_path / "i"), progress=False))
+        train(
+            TrainConfig(
+                model="inception_v3",
+                data="synthetic:16:3x75x75:4",
+                epochs=1,
+                batch_size=8,
+                out=str(tmp_path / "i"),
+                progress=False,
+            )
+        )
     assert not (tmp_path / "i").exists()
 
 

@@ -85,7 +85,12 @@ def test_every_zoo_model_gets_its_pictures(name, image, tmp_path):
         pictures.feature_maps: (MAPS_WIDTH, MAPS_ROW * len(pictures.stages) + MAPS_TITLE),
         pictures.activation_stats: STATS_INCHES,
     }
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["activation_stats.png", "feature_maps.png", "filters.png", "input.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "activation_stats.png",
+        "feature_maps.png",
+        "filters.png",
+        "input.png",
+    ]
     assert len(pictures.stages) >= 2
     for path, (width, height) in expected.items():
         pixels = _pixels(path)

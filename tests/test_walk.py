@@ -34,8 +34,16 @@ def test_lenet5_walk():
     assert w.ok
     rows = w.rows()
     assert [r["layer"] for r in rows] == [
-        "input", "features.conv1", "features.pool1", "features.conv2", "features.pool2", "avgpool", "flatten",
-        "classifier.fc1", "classifier.fc2", "classifier.fc3",
+        "input",
+        "features.conv1",
+        "features.pool1",
+        "features.conv2",
+        "features.pool2",
+        "avgpool",
+        "flatten",
+        "classifier.fc1",
+        "classifier.fc2",
+        "classifier.fc3",
     ]
     conv1, pool1, conv2 = rows[1:4]
     assert conv1["formula"] == ["OH = OW = (28 + 2*2 - 5)/1 + 1 = 28"] and conv1["receptive_field"] == [5, 5]
@@ -51,7 +59,10 @@ def test_rounding_is_shown():
     conv1 = next(r for r in rows if r["layer"] == "conv1.conv")
     pool1 = next(r for r in rows if r["layer"] == "maxpool1")
     assert conv1["formula"] == ["OH = OW = (224 + 2*3 - 7)/2 + 1 = 112.5, rounded down to 112"]
-    assert pool1["formula"] == ["OH = OW = (112 + 2*0 - 3)/2 + 1 = 55.5, rounded up to 56"] and pool1["window"] == "3x3/2 ceil"
+    assert (
+        pool1["formula"] == ["OH = OW = (112 + 2*0 - 3)/2 + 1 = 55.5, rounded up to 56"]
+        and pool1["window"] == "3x3/2 ceil"
+    )
 
 
 def test_inception_v3_too_small_stops_at_the_layer_and_says_what_works():
@@ -78,7 +89,9 @@ def test_walk_of_a_network_that_needs_one_exact_size():
 
 
 def test_smallest_input_by_bisection_matches_a_scan():
-    model = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2), nn.MaxPool2d(3, stride=2), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 5, stride=2), nn.MaxPool2d(3, stride=2), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1)
+    )
     scan = next(s for s in range(1, 64) if walk(model, (1, s, s)).ok)
     assert smallest_input(model) == scan == 17  # 17 -> 7 -> 3 -> 1; 16 -> 6 -> 2 -> nothing
 
@@ -113,7 +126,9 @@ def test_concatenation_rows():
 def test_explain_one_layer():
     text = explain_layer(224, 7, stride=2, padding=3)
     assert "= (224 + 2*3 - 7)/2 + 1" in text and "rounded down to 112" in text
-    assert text.endswith("each output pixel sees 7x7 input pixels; neighbouring outputs are 2 input pixels apart (jump 2).")
+    assert text.endswith(
+        "each output pixel sees 7x7 input pixels; neighbouring outputs are 2 input pixels apart (jump 2)."
+    )
     assert "sees 5x5 input pixels (kernel 3 with dilation 2)" in explain_layer(32, 3, dilation=2)
 
 

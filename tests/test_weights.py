@@ -14,8 +14,8 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.checkpoint import RunCheckpoints, read_metadata, save_weights
-from cnnzoo.factory import load_model
 from cnnzoo.cli import main
+from cnnzoo.factory import load_model
 from cnnzoo.weights import detect_format, file_sha256, load_pretrained
 
 
@@ -80,7 +80,9 @@ def test_torchvision_files_give_identical_outputs(tmp_path, name, tv_options, si
     if name == "vgg16":  # torchvision numbers VGG's layers, cnnzoo names them as Keras does
         assert report.names == "keys renamed from torchvision's"
     if name == "googlenet":  # built without aux heads (the default): the file's are left out, and it says so
-        assert report.notes == ["ignored the file's auxiliary classifiers aux1, aux2: googlenet was built without (aux_logits=False)"]
+        assert report.notes == [
+            "ignored the file's auxiliary classifiers aux1, aux2: googlenet was built without (aux_logits=False)"
+        ]
         with_aux = cnnzoo.create_model("googlenet", aux_logits=True, weights=path)
         assert torch.equal(with_aux.aux1.fc2.weight, theirs.aux1.fc2.weight)
 
@@ -106,7 +108,10 @@ def test_timm_training_checkpoint_of_a_ddp_model(tmp_path):
 
     ours = cnnzoo.create_model("resnet18")
     report = load_pretrained(ours, path)
-    assert report.notes == ["took the weights under 'state_dict' (the file also has 'state_dict_ema')", "stripped the 'module.' prefix from every key"]
+    assert report.notes == [
+        "took the weights under 'state_dict' (the file also has 'state_dict_ema')",
+        "stripped the 'module.' prefix from every key",
+    ]
     assert max_diff(theirs, ours, images(32)) <= 1e-5
 
 
@@ -143,7 +148,9 @@ def test_cnnzoo_checkpoint_round_trip_and_model_check(tmp_path):
         cnnzoo.create_model("resnet32", weights=path)
 
     run = tmp_path / "run"  # a run folder stands for its best checkpoint
-    RunCheckpoints(run).save("epoch-0001", theirs, {"name": "resnet20", "num_classes": 10, "in_chans": 3}, {}, best=True, info={"epoch": 1})
+    RunCheckpoints(run).save(
+        "epoch-0001", theirs, {"name": "resnet20", "num_classes": 10, "in_chans": 3}, {}, best=True, info={"epoch": 1}
+    )
     assert max_diff(theirs, cnnzoo.create_model("resnet20", weights=run), images(32)) == 0
 
 
@@ -177,12 +184,17 @@ def test_another_number_of_classes_needs_reset_head(resnet18_file):
     torch.manual_seed(5)
     ours = cnnzoo.create_model("resnet18", num_classes=10)
     fresh_head = ours.fc.weight.detach().clone()
-    with pytest.raises(cnnzoo.WeightsError, match=r"classifier of resnet18 has 10 outputs, the file's has 1000 \(fc.weight, fc.bias\).*num_classes=1000.*--reset-head"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"classifier of resnet18 has 10 outputs, the file's has 1000 \(fc.weight, fc.bias\).*num_classes=1000.*--reset-head",
+    ):
         load_pretrained(ours, path)
     assert torch.equal(ours.fc.weight, fresh_head)  # a refused load leaves the model alone
 
     report = load_pretrained(ours, path, reset_head=True)
-    assert report.notes == ["reset the head: fc.weight, fc.bias keep their fresh initialisation for 10 classes (the file's head has 1000)"]
+    assert report.notes == [
+        "reset the head: fc.weight, fc.bias keep their fresh initialisation for 10 classes (the file's head has 1000)"
+    ]
     assert torch.equal(ours.fc.weight, fresh_head)
     assert torch.equal(ours.layer4[1].conv2.weight, theirs.layer4[1].conv2.weight)
     assert torch.equal(ours.bn1.running_var, theirs.bn1.running_var)
@@ -212,7 +224,10 @@ def test_a_pickle_with_a_code_payload_is_refused_and_nothing_runs(tmp_path, writ
     else:  # a bare pickle stream, the oldest .pth layout
         with open(path, "wb") as f:
             pickle.dump({"x": Payload(marker)}, f, protocol=2)
-    with pytest.raises(cnnzoo.WeightsError, match=r"resnet18.pth: refused. This pickle asks for the Python object io.open.*nothing in the file was run"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"resnet18.pth: refused. This pickle asks for the Python object io.open.*nothing in the file was run",
+    ):
         cnnzoo.create_model("resnet18", weights=path)
     assert not marker.exists()
     # The command line refuses it too, with the same message and exit status 2.
@@ -223,7 +238,10 @@ def test_a_pickle_with_a_code_payload_is_refused_and_nothing_runs(tmp_path, writ
 def test_a_whole_pickled_model_is_refused(tmp_path):
     path = tmp_path / "model.pth"
     torch.save(torchvision.models.resnet18(), path)
-    with pytest.raises(cnnzoo.WeightsError, match=r"asks for the Python object torchvision.models.resnet.ResNet.*save model.state_dict\(\)"):
+    with pytest.raises(
+        cnnzoo.WeightsError,
+        match=r"asks for the Python object torchvision.models.resnet.ResNet.*save model.state_dict\(\)",
+    ):
         cnnzoo.create_model("resnet18", weights=path)
 
 
@@ -254,7 +272,12 @@ def test_sha256_is_checked_before_loading(resnet18_file):
 def test_unknown_and_missing_files(tmp_path):
     junk = tmp_path / "weights.bin"
     junk.write_bytes(b"GIF89a" + bytes(100))
-    with pytest.raises(cnnzoo.WeightsError, match=r"weights.bin: not a weights file cnnzoo reads \(it starts with b'GIF89a"):
+    with pytest.raises(cnnzoo.WeightsError, match=r"weights.bin: a GIF image: not a weights file cnnzoo reads"):
+        detect_format(junk)
+    junk.write_bytes(b"\x00\x01junk" + bytes(100))
+    with pytest.raises(
+        cnnzoo.WeightsError, match=r"weights.bin: an unrecognised file \(it starts with b'\\x00\\x01junk"
+    ):
         detect_format(junk)
     with pytest.raises(cnnzoo.WeightsError, match="nope.pth: no such file"):
         cnnzoo.create_model("lenet5", weights=tmp_path / "nope.pth")
@@ -274,7 +297,12 @@ def test_convert_writes_a_cnnzoo_checkpoint(tmp_path, resnet18_file, capsys):
 
     meta = read_metadata(dest)
     assert meta["model_args"] == {"name": "resnet18", "num_classes": 1000, "in_chans": 3}
-    assert meta["converted_from"] == {"file": "resnet18.pth", "format": "torch", "sha256": file_sha256(path), "notes": []}
+    assert meta["converted_from"] == {
+        "file": "resnet18.pth",
+        "format": "torch",
+        "sha256": file_sha256(path),
+        "notes": [],
+    }
     assert meta["preprocessing"]["image_size"] == 224
     assert max_diff(theirs, load_model(dest), images(32)) <= 1e-5
 
@@ -305,9 +333,17 @@ def test_old_import_paths_name_the_same_functions():
 
     old_and_new = [
         (cnnzoo.compat.keras, cnnzoo.weights.keras, ["load_keras_model", "read_keras_file", "keras_state_dict"]),
-        (cnnzoo.compat.torchvision, cnnzoo.weights.torchvision, ["convert_torchvision_state_dict", "load_torchvision_state_dict"]),
+        (
+            cnnzoo.compat.torchvision,
+            cnnzoo.weights.torchvision,
+            ["convert_torchvision_state_dict", "load_torchvision_state_dict"],
+        ),
         (cnnzoo.compat.torchvision, cnnzoo.weights.state_dict, ["load_state_dict_checked"]),
-        (cnnzoo.checkpoint, cnnzoo.weights.cnnzoo_format, ["save_weights", "read_metadata", "load_weights", "resolve_checkpoint"]),
+        (
+            cnnzoo.checkpoint,
+            cnnzoo.weights.cnnzoo_format,
+            ["save_weights", "read_metadata", "load_weights", "resolve_checkpoint"],
+        ),
         (cnnzoo.checkpoint, cnnzoo.weights.state_dict, ["unwrap"]),
     ]
     for old, new, names in old_and_new:

@@ -73,7 +73,9 @@ def test_declared_minimum_input_size_is_exact(name):
     with pytest.raises(RuntimeError):
         m(torch.empty(1, c, n - 1, n - 1, device="meta"))
     m.check_inputs = True
-    with pytest.raises(cnnzoo.InputShapeError, match=rf"{name} needs an input of at least {n}x{n}.*got {n - 1}x{n - 1}"):
+    with pytest.raises(
+        cnnzoo.InputShapeError, match=rf"{name} needs an input of at least {n}x{n}.*got {n - 1}x{n - 1}"
+    ):
         m(torch.empty(1, c, n - 1, n - 1, device="meta"))
 
 
@@ -83,7 +85,9 @@ def test_bad_input_is_refused_with_a_clear_message(name):
     c, h, w = info.input_size
     m = meta_model(name).eval()
     wrong_c = 3 if c == 1 else 1
-    with pytest.raises(cnnzoo.InputShapeError, match=rf"{name} expects {c} input channels?, got {wrong_c}.*in_chans={wrong_c}"):
+    with pytest.raises(
+        cnnzoo.InputShapeError, match=rf"{name} expects {c} input channels?, got {wrong_c}.*in_chans={wrong_c}"
+    ):
         m(torch.empty(1, wrong_c, h, w, device="meta"))
     with pytest.raises(cnnzoo.InputShapeError, match=rf"{name} expects .*3-d tensor.*unsqueeze\(0\)"):
         m(torch.empty(c, h, w, device="meta"))

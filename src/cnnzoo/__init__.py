@@ -8,9 +8,10 @@ it is first touched. ``_HOMES`` says where each name lives; ``__all__`` is its k
 import sys
 import types
 from importlib import import_module
+from importlib.util import find_spec
 
 from . import registry as _registry
-from .errors import CnnzooError, InputShapeError, ShapeError, UnknownModelError, WeightsError
+from .errors import CnnzooError, InputShapeError, ShapeError, UnknownModelError, WeightsError  # noqa: F401  (public)
 
 __version__ = "0.1.0"
 
@@ -20,7 +21,14 @@ _HOMES = {
     **dict.fromkeys(("ParamCount", "count_params"), ".counting"),
     **dict.fromkeys(("create_model", "load_model"), ".factory"),
     **dict.fromkeys(
-        ("PretrainedEntry", "fetch_pretrained", "get_pretrained", "list_pretrained", "register_pretrained", "unregister_pretrained"),
+        (
+            "PretrainedEntry",
+            "fetch_pretrained",
+            "get_pretrained",
+            "list_pretrained",
+            "register_pretrained",
+            "unregister_pretrained",
+        ),
         ".pretrained",
     ),
     **dict.fromkeys(("ModelInfo", "get_model_info", "list_models"), ".registry"),
@@ -39,6 +47,10 @@ _registry.set_loader(lambda: import_module(".models", __name__))
 def __getattr__(name: str):
     home = _HOMES.get(name)
     if home is None:
+        if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+            return import_module(
+                f".{name}", __name__
+            )  # cnnzoo.data, cnnzoo.checkpoint ...: as an eager package had them
         raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
     value = getattr(import_module(home, __name__), name)
     globals()[name] = value  # looked up once

@@ -42,8 +42,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,7 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
     """What a figure depends on: hardware, software versions, threads, load, date."""
     device = torch.device(device)
     env = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         cpu=_cpu_name(),
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
@@ -100,7 +101,9 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         load_average=[round(x, 2) for x in os.getloadavg()],
     )
     if device.type == "cuda":
-        env.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        env.update(
+            gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version()
+        )
     return env
 
 
@@ -238,7 +241,9 @@ def _infer_contender(library: str, model: nn.Module, s: Settings, x: torch.Tenso
         if backend == "auto":
             backend = pick_backend(s.device, s.precision)
         channels_last = s.layout(library)
-        fast = optimize_for_inference(model, backend=backend, precision=s.precision, channels_last=channels_last, device=s.device)
+        fast = optimize_for_inference(
+            model, backend=backend, precision=s.precision, channels_last=channels_last, device=s.device
+        )
         xin = x if backend == "onnxruntime" else fast.prepare(x)  # converted once, as a caller would keep it
         layout = ", channels_last" if channels_last and backend != "onnxruntime" else ""
         folded = len(getattr(fast.model, "folded_batchnorms", []))
@@ -371,7 +376,12 @@ def _macs(s: Settings) -> int | None:
         from .summary import summary
 
         # Batch 2: BatchNorm in training mode needs two values per channel. MACs grow linearly with the batch.
-        return summary(s.model, s.input_size, batch_size=2, mode="train" if s.mode == "train" else "eval", **s.model_options).macs // 2
+        return (
+            summary(
+                s.model, s.input_size, batch_size=2, mode="train" if s.mode == "train" else "eval", **s.model_options
+            ).macs
+            // 2
+        )
     except Exception:  # a model summary cannot trace: no FLOP figure, the rest still stands
         return None
 
@@ -428,7 +438,13 @@ def benchmark(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    for name, value in (("batch_size", batch_size), ("rounds", rounds), ("iters", iters), ("round_seconds", round_seconds), ("backend", backend)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("rounds", rounds),
+        ("iters", iters),
+        ("round_seconds", round_seconds),
+        ("backend", backend),
+    ):
         check_option(name, value)
     check_option("bench_warmup", warmup, label="warmup")
     device = resolve_device(device)
@@ -451,13 +467,18 @@ def benchmark(
 
     macs = _macs(s)
     env = environment(device)
-    env.update(load_average_start=env_start["load_average"], max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    env.update(
+        load_average_start=env_start["load_average"],
+        max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     settings = dict(
         model=model, mode=mode, device=str(device), batch_size=s.batch_size, input_size=list(s.input_size),
         precision=precision, channels_last=s.channels_last, compile=compile, backend=backend, fast=fast,
         vs=list(vs), rounds=rounds, warmup=warmup, round_seconds=round_seconds, model_options=s.model_options, macs_per_image=macs,
     )  # fmt: skip
-    flops_per_image = None if macs is None else 2 * macs * (3 if mode == "train" else 1)  # a backward pass: about 2 forwards
+    flops_per_image = (
+        None if macs is None else 2 * macs * (3 if mode == "train" else 1)
+    )  # a backward pass: about 2 forwards
     results = [_contender_result(c, flops_per_image) for c in contenders]
     return dict(settings=settings, env=env, results=results, ratios=_ratios(contenders), skipped=skipped)
 
@@ -470,7 +491,9 @@ def _batch(s: Settings, num_classes: int, seed: int) -> tuple[torch.Tensor, torc
     return x, y
 
 
-def _check_benchmark_args(mode: str, device: torch.device, precision: str, vs, rounds: int, warmup: int, iters: int | None) -> None:
+def _check_benchmark_args(
+    mode: str, device: torch.device, precision: str, vs, rounds: int, warmup: int, iters: int | None
+) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda asked for, but this machine has no CUDA GPU")
     if precision not in PRECISIONS:
@@ -484,7 +507,9 @@ def _check_benchmark_args(mode: str, device: torch.device, precision: str, vs, r
         raise ValueError("rounds, warmup and iters must be at least 1")
 
 
-def _contenders(s: Settings, num_classes: int, vs, x: torch.Tensor, y: torch.Tensor) -> tuple[list[Contender], dict[str, str]]:
+def _contenders(
+    s: Settings, num_classes: int, vs, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[Contender], dict[str, str]]:
     """cnnzoo's model (built first, from the global seed) and each twin asked for; why a twin is missing."""
     ours = create_model(s.model, **s.model_options)
     contenders, skipped = [], {}
@@ -493,11 +518,15 @@ def _contenders(s: Settings, num_classes: int, vs, x: torch.Tensor, y: torch.Ten
         if isinstance(net, str):
             skipped[library] = net
             continue
-        contenders.append(_train_contender(library, net, s, x, y) if s.mode == "train" else _infer_contender(library, net, s, x))
+        contenders.append(
+            _train_contender(library, net, s, x, y) if s.mode == "train" else _infer_contender(library, net, s, x)
+        )
     return contenders, skipped
 
 
-def _run_rounds(contenders: list[Contender], s: Settings, *, rounds: int, warmup: int, round_seconds: float, iters: int | None) -> None:
+def _run_rounds(
+    contenders: list[Contender], s: Settings, *, rounds: int, warmup: int, round_seconds: float, iters: int | None
+) -> None:
     """Warm every contender up, then the timed rounds, who goes first rotated; on the CPU, the memory peaks."""
     grad = torch.enable_grad() if s.mode == "train" else torch.inference_mode()
     with grad:
@@ -560,7 +589,12 @@ def benchmark_data(
     from . import data as datalib
     from .data.batches import channel_stats
 
-    for name, value in (("batch_size", batch_size), ("image_size", image_size), ("workers", workers), ("batches", batches)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("image_size", image_size),
+        ("workers", workers),
+        ("batches", batches),
+    ):
         check_option(name, value)
     device = resolve_device(device)
     info = get_model_info(model) if model else None
@@ -574,7 +608,9 @@ def benchmark_data(
     if isinstance(split, datalib.ArrayData):
         pipeline, how, read_ahead = _array_pipeline(split, model, batch_size, device, mean, std, train)
     else:
-        pipeline, how, read_ahead = _folder_pipeline(split, batch_size, device, mean, std, train, workers, batches, decode)
+        pipeline, how, read_ahead = _folder_pipeline(
+            split, batch_size, device, mean, std, train, workers, batches, decode
+        )
     if len(pipeline) == 0:
         raise ValueError(f"{spec}: fewer images than one batch of {batch_size}")
     env_start = environment(device)
@@ -605,7 +641,9 @@ def _array_pipeline(split, model: str | None, batch_size: int, device: torch.dev
     return pipeline, f"in memory on {device.type}: index, shift +/-{pad} px{' and flip' if flip else ''}, normalise", 0
 
 
-def _folder_pipeline(split, batch_size: int, device: torch.device, mean, std, train: bool, workers: int, batches: int, decode: str):
+def _folder_pipeline(
+    split, batch_size: int, device: torch.device, mean, std, train: bool, workers: int, batches: int, decode: str
+):
     """An image folder through DataLoader workers; (batcher, what it does, batches the workers read ahead)."""
     from .data.batches import LoaderBatches
     from .train.distributed import Dist

@@ -69,7 +69,16 @@ class RunCheckpoints:
         p = self.run_dir / f"{which}.json"
         return json.loads(p.read_text()) if p.exists() else None
 
-    def save(self, tag: str, model: nn.Module, model_args: dict[str, Any], state: dict[str, Any], *, best: bool, info: dict[str, Any]) -> None:
+    def save(
+        self,
+        tag: str,
+        model: nn.Module,
+        model_args: dict[str, Any],
+        state: dict[str, Any],
+        *,
+        best: bool,
+        info: dict[str, Any],
+    ) -> None:
         """Write the pair ``tag`` then move ``last`` (and ``best``) to it; delete pairs nothing points at."""
         weights, trainer = f"{CKPT_DIR}/{tag}.safetensors", f"{CKPT_DIR}/{tag}.state.pt"
         save_weights(self.run_dir / weights, model, model_args, extra={"info": info})

@@ -77,7 +77,9 @@ def export_metadata(model: nn.Module, **overrides: Any) -> dict[str, Any]:
     info = getattr(model, "info", None)
     meta: dict[str, Any] = {"model": getattr(model, "model_name", type(model).__name__)}
     if info is not None:
-        meta.update(mean=list(info.mean), std=list(info.std), channel_order=info.channel_order, image_size=info.input_size[1])
+        meta.update(
+            mean=list(info.mean), std=list(info.std), channel_order=info.channel_order, image_size=info.input_size[1]
+        )
     entry = getattr(model, "pretrained", None)
     if entry is not None:
         meta.update(entry.preprocessing.as_dict(), pretrained=entry.name)
@@ -123,7 +125,9 @@ def export_model(
         raise ValueError(f"{name}: give image_size (and use a zoo model, which knows its input channels)")
     least = getattr(model, "min_size", 1)
     if size < least:  # torch.export would fail deep in a layer, in words that do not say why
-        raise InputShapeError(f"{name} takes inputs of at least {least}x{least} pixels; image_size {size} is smaller (use {least} or more)")
+        raise InputShapeError(
+            f"{name} takes inputs of at least {least}x{least} pixels; image_size {size} is smaller (use {least} or more)"
+        )
     meta["image_size"] = size
     # Batch 2 for a dynamic export: torch.export would specialise a batch of 1 to the constant 1.
     example = _images(2 if dynamic_batch else 1, in_chans, size)
@@ -142,10 +146,20 @@ def export_model(
     diff = float((got - want).abs().max())
     tolerance = TOLERANCE * max(1.0, float(want.abs().max()))
     if not diff <= tolerance:  # also catches NaN
-        raise ExportError(f"{path}: the exported {name} differs from PyTorch by {diff:.2e} (max abs), more than {tolerance:.0e}")
+        raise ExportError(
+            f"{path}: the exported {name} differs from PyTorch by {diff:.2e} (max abs), more than {tolerance:.0e}"
+        )
     batch: int | str = "N" if dynamic_batch else 1
     return ExportReport(
-        path, format, name, (batch, in_chans, size, size), (batch, *got.shape[1:]), opset, checked_with, diff, tolerance,
+        path,
+        format,
+        name,
+        (batch, in_chans, size, size),
+        (batch, *got.shape[1:]),
+        opset,
+        checked_with,
+        diff,
+        tolerance,
         time.perf_counter() - start,
     )
 
@@ -158,7 +172,11 @@ def _check_opset(opset: int | None) -> None:
 
         newest = onnx.defs.onnx_opset_version()
         if opset > newest:
-            raise OptionError("opset", opset, f"an integer >= 18 and <= {newest}, the newest the installed onnx {onnx.__version__} knows")
+            raise OptionError(
+                "opset",
+                opset,
+                f"an integer >= 18 and <= {newest}, the newest the installed onnx {onnx.__version__} knows",
+            )
 
 
 def _images(batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -173,7 +191,9 @@ def _quiet():
         yield
 
 
-def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None, meta: Mapping[str, Any]) -> int:
+def _export_onnx(
+    model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None, meta: Mapping[str, Any]
+) -> int:
     name = getattr(model, "model_name", type(model).__name__)
     try:
         with _quiet():
@@ -182,12 +202,16 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
                 dynamic_shapes=({0: "batch"},) if dynamic_batch else None, verbose=False,
             )  # fmt: skip
     except ImportError as e:
-        raise ExportError(f"ONNX export needs the packages onnx and onnxscript ({e}); pip install onnx onnxscript onnxruntime") from None
+        raise ExportError(
+            f"ONNX export needs the packages onnx and onnxscript ({e}); pip install onnx onnxscript onnxruntime"
+        ) from None
     except Exception as e:
         raise ExportError(f"{name}: ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     written = program.model.opset_imports[""]
     if opset is not None and written != opset:  # the exporter keeps its own opset when it cannot convert
-        raise ExportError(f"{name}: ONNX opset {opset} was asked for, but the exporter could only write opset {written} for this model; leave --opset out, or give {written}")
+        raise ExportError(
+            f"{name}: ONNX opset {opset} was asked for, but the exporter could only write opset {written} for this model; leave --opset out, or give {written}"
+        )
     program.model.metadata_props.update({f"cnnzoo.{k}": json.dumps(v) for k, v in meta.items()})
     atomic_write(path, lambda tmp: program.save(tmp, external_data=False))
     return written
@@ -234,9 +258,13 @@ class OnnxModel:
             raise ExportError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
         outputs = [o.name for o in self.session.get_outputs()]
         if len(outputs) != 1:
-            raise ExportError(f"{self.path}: OnnxModel runs models with one output (the logits); this one has {len(outputs)}: {', '.join(outputs)}")
+            raise ExportError(
+                f"{self.path}: OnnxModel runs models with one output (the logits); this one has {len(outputs)}: {', '.join(outputs)}"
+            )
         props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: dict[str, Any] = {k.removeprefix("cnnzoo."): json.loads(v) for k, v in props.items() if k.startswith("cnnzoo.")}
+        self.metadata: dict[str, Any] = {
+            k.removeprefix("cnnzoo."): json.loads(v) for k, v in props.items() if k.startswith("cnnzoo.")
+        }
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, list(inp.shape)
 
@@ -251,8 +279,14 @@ class OnnxModel:
         fixed = [(i, d) for i, d in enumerate(self.input_shape) if isinstance(d, int)]
         if x.dim() != len(self.input_shape) or any(shape[i] != d for i, d in fixed):
             want = "x".join(str(d) if isinstance(d, int) else "N" for d in self.input_shape)
-            hint = " It was exported with a fixed batch; export again with --dynamic-batch." if shape[1:] == tuple(self.input_shape[1:]) else ""
-            raise InputShapeError(f"{self.path}: the ONNX model takes {self.input_name} of shape {want}, got {shape}.{hint}")
+            hint = (
+                " It was exported with a fixed batch; export again with --dynamic-batch."
+                if shape[1:] == tuple(self.input_shape[1:])
+                else ""
+            )
+            raise InputShapeError(
+                f"{self.path}: the ONNX model takes {self.input_name} of shape {want}, got {shape}.{hint}"
+            )
         (out,) = self.session.run(None, {self.input_name: x.detach().to("cpu", torch.float32).contiguous().numpy()})
         return torch.from_numpy(out)
 

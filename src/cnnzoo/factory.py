@@ -7,6 +7,7 @@ fills it with weights, so it sits above both the model files and the weight form
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from . import models  # noqa: F401  (importing the package registers every family)
+from . import hub, models  # noqa: F401  (importing models registers every family)
 from .errors import WeightsError
 from .fileio import safe_output
-from .model_options import check_model_options
 from .hub import download_url, is_url
+from .model_options import check_model_options
 from .models import FeatureExtractor
 from .pretrained import (
     PretrainedEntry,
@@ -99,6 +100,7 @@ def create_model(
     if global_pool is not None:
         options["global_pool"] = global_pool
     assert info.builder is not None
+    verifying = _verify_in_background(entry)  # hashing a cached file overlaps building the model
     try:  # a feature extractor has no head: build the network without one
         model = info.builder(num_classes=0 if features_only else num_classes, in_chans=in_chans, **options)
     except TypeError as e:  # an option the family does not know
@@ -110,9 +112,10 @@ def create_model(
     model.pretrained, model.load_report = entry, None
     if entry is not None:  # published weights are for the native channels: another in_chans adapts the stem
         adapt_input = in_chans != info.input_size[0]
-        model.load_report = _load_published(model, entry, num_classes, adapt_input=adapt_input)
+        path = (verifying.result() if verifying is not None else None) or fetch_pretrained(entry)
+        model.load_report = _load_published(model, entry, path, num_classes, adapt_input=adapt_input)
     elif weights is not None:  # a file is loaded as it is: a mismatch is listed, not adapted
-        model.load_report = load_pretrained(model, weights, sha256=sha256, reset_head=reset_head)
+        model.load_report = load_pretrained(model, weights, sha256=sha256, reset_head=reset_head, assign=True)
     return model
 
 
@@ -133,14 +136,24 @@ def _named_weights(
     return model, entry
 
 
-def _load_published(model: nn.Module, entry: PretrainedEntry, num_classes: int, *, adapt_input: bool) -> LoadReport:
-    """Fetch (or find in a cache) and verify the entry's file, then load it: a classifier for another number of
-    classes, or none in the file, stays fresh."""
-    path = fetch_pretrained(entry)
+def _verify_in_background(entry: PretrainedEntry | None) -> concurrent.futures.Future | None:
+    """Look for a verified cached copy of the entry's file in a thread, while the model is built (hashlib and the
+    model's initialisation both release the GIL). Never downloads: that waits until the model was built."""
+    if entry is None or not any(path.is_file() for path in hub.candidate_paths(entry.url, entry.file_name)):
+        return None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnzoo-verify")
+    future = pool.submit(hub.find_cached, entry.url, entry.pinned, file_name=entry.file_name)
+    pool.shutdown(wait=False)  # the thread ends with the hash; nothing waits for it here
+    return future
+
+
+def _load_published(
+    model: nn.Module, entry: PretrainedEntry, path: Path, num_classes: int, *, adapt_input: bool
+) -> LoadReport:
+    """Load the entry's verified file: a classifier for another number of classes, or none in the file, stays fresh."""
     replace = entry.has_classifier and bool(num_classes) and num_classes != entry.num_classes
-    report = load_pretrained(
-        model, path, reset_head=replace, backbone_only=not entry.has_classifier, adapt_input=adapt_input
-    )
+    how = dict(reset_head=replace, backbone_only=not entry.has_classifier, adapt_input=adapt_input)
+    report = load_pretrained(model, path, assign=True, **how)  # the model is new: its tensors can be the file's
     report.notes.insert(0, f"pretrained weights {entry.name} ({entry.source}, {entry.pinned.shown()} verified)")
     return report
 
@@ -188,7 +201,9 @@ def convert(
     """
     dest = Path(dest)
     if dest.suffix != ".safetensors":
-        raise WeightsError(f"{dest}: a cnnzoo checkpoint is a .safetensors file; name it {dest.with_suffix('.safetensors')}")
+        raise WeightsError(
+            f"{dest}: a cnnzoo checkpoint is a .safetensors file; name it {dest.with_suffix('.safetensors')}"
+        )
     if dest.exists() and Path(source).exists() and dest.resolve() == Path(source).resolve():
         raise WeightsError(f"{dest}: the destination is the source file; write the checkpoint elsewhere")
     dest = safe_output(dest, force=force, kind="safetensors")
@@ -204,7 +219,12 @@ def convert(
     report = load_pretrained(model, source, sha256=sha256, reset_head=reset_head, backbone_only=backbone_only)
     model_args = dict(name=model_name, num_classes=num_classes, in_chans=info.input_size[0], **options)
     extra = {
-        "converted_from": {"file": source.name, "format": report.format, "sha256": report.sha256 or file_sha256(source), "notes": report.notes},
+        "converted_from": {
+            "file": source.name,
+            "format": report.format,
+            "sha256": report.sha256 or file_sha256(source),
+            "notes": report.notes,
+        },
         **_output_meaning(model_name, entry, report.format, num_classes, reset_head),
     }
     save_weights(dest, model, model_args, extra=extra)

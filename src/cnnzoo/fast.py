@@ -87,7 +87,9 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Con
     if not (_foldable_conv(conv) and _foldable_bn(bn)):
         raise TypeError(f"cannot fold {type(bn).__name__} into {type(conv).__name__}")
     if bn.num_features != conv.out_channels:
-        raise ValueError(f"BatchNorm over {bn.num_features} channels cannot follow a conv with {conv.out_channels} outputs")
+        raise ValueError(
+            f"BatchNorm over {bn.num_features} channels cannot follow a conv with {conv.out_channels} outputs"
+        )
     w = conv.weight.double()
     mean, var = bn.running_mean.double(), bn.running_var.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)  # BatchNorm2dNoScale: no gamma
@@ -153,7 +155,9 @@ def _pairs_from_graph(model: nn.Module, graph: fx.Graph) -> list[tuple[str, str]
         if len(node.args) != 1 or node.kwargs:
             continue
         (src,) = node.args
-        if not (isinstance(src, fx.Node) and src.op == "call_module" and _foldable_conv(model.get_submodule(src.target))):
+        if not (
+            isinstance(src, fx.Node) and src.op == "call_module" and _foldable_conv(model.get_submodule(src.target))
+        ):
             continue
         if len(src.users) == 1 and untouched(src.target) and untouched(node.target):
             pairs.append((src.target, node.target))
@@ -249,7 +253,15 @@ class InferenceModel(nn.Module):
     ``model_name``, ``info``, ``in_chans``, ``native_size`` and ``min_size`` are the original model's.
     """
 
-    def __init__(self, model: nn.Module, *, backend: str, dtype: torch.dtype, channels_last: bool, compile_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        backend: str,
+        dtype: torch.dtype,
+        channels_last: bool,
+        compile_options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.backend, self.dtype, self.channels_last = backend, dtype, channels_last
@@ -257,7 +269,9 @@ class InferenceModel(nn.Module):
             if hasattr(model, attr):
                 setattr(self, attr, getattr(model, attr))
         self._sessions: dict[tuple[int, ...], Any] = {}  # onnxruntime: one session per (C, H, W)
-        compiled = torch.compile(model, dynamic=False, options=dict(compile_options or {})) if backend == "inductor" else None
+        compiled = (
+            torch.compile(model, dynamic=False, options=dict(compile_options or {})) if backend == "inductor" else None
+        )
         # Kept out of nn.Module's registry, so the state dict and repr show the model once, not twice.
         object.__setattr__(self, "_compiled", compiled)
 
@@ -345,9 +359,13 @@ def optimize_for_inference(
         backend = pick_backend(device, precision)
     if backend == "onnxruntime":
         if device.type != "cpu" or precision != "fp32":
-            raise ValueError("the onnxruntime back end runs fp32 on the CPU; use inductor or eager for other devices and precisions")
+            raise ValueError(
+                "the onnxruntime back end runs fp32 on the CPU; use inductor or eager for other devices and precisions"
+            )
         if not _has_onnxruntime():
-            raise ImportError("the onnxruntime back end needs onnxruntime, onnx and onnxscript: pip install 'cnnzoo[onnx]'")
+            raise ImportError(
+                "the onnxruntime back end needs onnxruntime, onnx and onnxscript: pip install 'cnnzoo[onnx]'"
+            )
 
     if fold is None:
         # On a GPU, eager PyTorch adds a folded conv's bias in a kernel of its own, which for channels-last

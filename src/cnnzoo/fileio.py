@@ -25,6 +25,7 @@ above (a link to ``/dev/null`` is refused like ``/dev/null``), and the link stay
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -113,7 +114,9 @@ def _follow_link(path: Path) -> Path:
     except FileNotFoundError:  # a dangling link: its target is created
         return Path(os.path.realpath(path))
     except OSError as e:  # ELOOP
-        raise OutputError(f"{path}: a symbolic link that cannot be followed ({e.strerror}); remove it or choose another path") from None
+        raise OutputError(
+            f"{path}: a symbolic link that cannot be followed ({e.strerror}); remove it or choose another path"
+        ) from None
 
 
 def _check_folder(given: Path, target: Path) -> None:
@@ -129,11 +132,19 @@ def _check_folder(given: Path, target: Path) -> None:
 def _check_replaceable(given: Path, target: Path, kind: str, force: bool) -> None:
     mode = os.stat(target).st_mode
     if stat.S_ISDIR(mode):
-        raise OutputError(f"{given} is a folder; name a file inside it, e.g. {given / ('out.' + kind if kind != 'file' else 'out')}")
+        raise OutputError(
+            f"{given} is a folder; name a file inside it, e.g. {given / ('out.' + kind if kind != 'file' else 'out')}"
+        )
     if not stat.S_ISREG(mode):
-        raise OutputError(f"{given} is {_special_kind(mode)}, not a regular file: cnnzoo writes regular files only; choose another path")
+        raise OutputError(
+            f"{given} is {_special_kind(mode)}, not a regular file: cnnzoo writes regular files only; "
+            "choose another path"
+        )
     if not force:
-        raise OutputError(f"{given} already exists ({_describe(target)}); pass --force (force=True) to replace it, or choose another path")
+        raise OutputError(
+            f"{given} already exists ({_describe(target)}); pass --force (force=True) to replace it, "
+            "or choose another path"
+        )
     found, wanted = file_kind(target), OUTPUT_KINDS[kind]
     if wanted is not None and found not in (wanted, "empty"):
         raise OutputError(
@@ -141,7 +152,9 @@ def _check_replaceable(given: Path, target: Path, kind: str, force: bool) -> Non
             "kind, even with --force; remove it yourself or choose another path"
         )
     if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{given}: its folder {target.parent} is not writable (permission denied); choose another place")
+        raise OutputError(
+            f"{given}: its folder {target.parent} is not writable (permission denied); choose another place"
+        )
 
 
 def _check_creatable(given: Path, target: Path) -> None:
@@ -159,7 +172,12 @@ def _check_creatable(given: Path, target: Path) -> None:
 
 
 def _special_kind(mode: int) -> str:
-    for test, words in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+    for test, words in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return words
     return "a special file"
@@ -239,10 +257,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_dir(path.parent)
 

@@ -83,7 +83,9 @@ def _rounded(size: Any) -> str:
     return f"{size.formula}, rounded {how} to {size.size}"
 
 
-def _window_step(kind: str, hw: Pair, kernel: Any, stride: Any, padding: Any, dilation: Any = 1, ceil_mode: bool = False) -> Step:
+def _window_step(
+    kind: str, hw: Pair, kernel: Any, stride: Any, padding: Any, dilation: Any = 1, ceil_mode: bool = False
+) -> Step:
     """A convolution or pooling window: the output size by :func:`~cnnzoo.shapes.conv_output` / ``pool_output``."""
     k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
     pads = (padding, padding) if isinstance(padding, str) else _pair(padding)
@@ -173,7 +175,9 @@ def _dense_step(shape: tuple[int, ...], in_features: int, out_features: int, nam
                 " The map flattened into it has a different size than the layer was built for: change the"
                 " input size, or put an adaptive pooling layer before the flatten."
             )
-        raise ShapeError(f"{name} (Linear) takes {in_features} features, but gets {shape[-1]} (input shape {list(shape)}).{hint}")
+        raise ShapeError(
+            f"{name} (Linear) takes {in_features} features, but gets {shape[-1]} (input shape {list(shape)}).{hint}"
+        )
     return Step(formulas=(f"{in_features} -> {out_features} features",), collapse=len(shape) == 2)
 
 
@@ -189,7 +193,9 @@ def module_step(module: nn.Module, shape: tuple[int, ...], name: str) -> Step | 
     if isinstance(module, nn.Conv2d):
         return _window_step("conv", hw, module.kernel_size, module.stride, module.padding, module.dilation)
     if isinstance(module, nn.MaxPool2d):
-        return _window_step("pool", hw, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
+        return _window_step(
+            "pool", hw, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode
+        )
     if isinstance(module, nn.AvgPool2d):
         return _window_step("pool", hw, module.kernel_size, module.stride, module.padding, 1, module.ceil_mode)
     if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)):
@@ -223,7 +229,13 @@ def op_name(func: Callable) -> str:
     """``torch.cat`` -> cat, ``Tensor.__add__`` / ``add_`` -> add, ``F._max_pool2d`` -> max_pool2d."""
     name = getattr(func, "__name__", type(func).__name__)
     name = name.strip("_")
-    name = {"iadd": "add", "radd": "add", "concat": "cat", "concatenate": "cat", "max_pool2d_with_indices": "max_pool2d"}.get(name, name)
+    name = {
+        "iadd": "add",
+        "radd": "add",
+        "concat": "cat",
+        "concatenate": "cat",
+        "max_pool2d_with_indices": "max_pool2d",
+    }.get(name, name)
     return name
 
 
@@ -242,10 +254,14 @@ def function_step(op: str, args: tuple, kwargs: dict, shape: tuple[int, ...], na
         kernel = bound["kernel_size"]
         stride = bound.get("stride") or kernel  # None or [] mean "as the kernel"
         dilation = bound.get("dilation", 1) if op == "max_pool2d" else 1
-        return _window_step("pool", hw, kernel, stride, bound.get("padding", 0), dilation, bool(bound.get("ceil_mode", False)))
+        return _window_step(
+            "pool", hw, kernel, stride, bound.get("padding", 0), dilation, bool(bound.get("ceil_mode", False))
+        )
     if op == "conv2d":
         kernel = tuple(bound["weight"].shape[-2:])
-        return _window_step("conv", hw, kernel, bound.get("stride", 1), bound.get("padding", 0), bound.get("dilation", 1))
+        return _window_step(
+            "conv", hw, kernel, bound.get("stride", 1), bound.get("padding", 0), bound.get("dilation", 1)
+        )
     if op in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
         return _adaptive_step(hw, bound["output_size"])
     if op == "pad" and len(bound["pad"]) >= 4:

@@ -64,7 +64,9 @@ class SamePad2d(nn.Module):
     the odd one at the end. Keras models trained with that padding need it reproduced exactly.
     """
 
-    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1, dilation: int | tuple[int, int] = 1) -> None:
+    def __init__(
+        self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] = 1, dilation: int | tuple[int, int] = 1
+    ) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
 

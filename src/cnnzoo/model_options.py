@@ -28,7 +28,15 @@ from .errors import OptionError
 from .options import Allowed
 from .registry import get_model_info
 
-__all__ = ["ModelOption", "RANGES", "check_model_options", "model_options", "parse_model_option", "parse_model_options", "shapes_only"]
+__all__ = [
+    "ModelOption",
+    "RANGES",
+    "check_model_options",
+    "model_options",
+    "parse_model_option",
+    "parse_model_options",
+    "shapes_only",
+]
 
 # Ranges of the options whose meaning every family shares.
 RANGES: dict[str, Allowed] = {

@@ -83,17 +83,27 @@ class Shared:
 
 SHARED: dict[str, Shared] = {
     "batch_size": Shared("--batch-size", "images per batch", Allowed(int, min=1)),
-    "workers": Shared("--workers", "file reading and decoding processes for folder data (0: in this process)", Allowed(int, min=0)),
+    "workers": Shared(
+        "--workers", "file reading and decoding processes for folder data (0: in this process)", Allowed(int, min=0)
+    ),
     "topk": Shared("--topk", "the most probable classes to print per image", Allowed(int, min=1)),
     "image_size": Shared("--image-size", "input height = width", Allowed(int, min=1)),
     # The dynamo exporter's own opsets start at 18; older ones go through onnx's version converter, which has
     # no adapter for most zoo layers and then silently keeps 18. The newest is the installed onnx's (export checks).
-    "opset": Shared("--opset", "ONNX opset (default: the exporter's); the newest is the installed onnx package's", Allowed(int, min=18)),
-    "num_classes": Shared("--num-classes", "build the model with this many classes (0: no classifier)", Allowed(int, min=0)),
+    "opset": Shared(
+        "--opset",
+        "ONNX opset (default: the exporter's); the newest is the installed onnx package's",
+        Allowed(int, min=18),
+    ),
+    "num_classes": Shared(
+        "--num-classes", "build the model with this many classes (0: no classifier)", Allowed(int, min=0)
+    ),
     "rounds": Shared("--rounds", "alternated rounds", Allowed(int, min=1)),
     "iters": Shared("--iters", "steps per round", Allowed(int, min=1)),
     "bench_warmup": Shared("--warmup", "untimed steps first (their time is reported)", Allowed(int, min=1)),
-    "round_seconds": Shared("--round-seconds", "seconds a round should take, when --iters is not given", Allowed(float, above=0)),
+    "round_seconds": Shared(
+        "--round-seconds", "seconds a round should take, when --iters is not given", Allowed(float, above=0)
+    ),
     "threads": Shared("--threads", "CPU threads for PyTorch and ONNX Runtime", Allowed(int, min=1)),
     "batches": Shared("--batches", "batches timed for --data", Allowed(int, min=1)),
     "channels": Shared("--channels", "feature maps shown per stage", Allowed(int, min=1)),
@@ -101,10 +111,15 @@ SHARED: dict[str, Shared] = {
     "which": Shared("--which", "which checkpoint of a run folder", Allowed(str, choices=("best", "last"))),
     "device": Shared("--device", "cpu, cuda or cuda:N (default: cuda when available)", Allowed(str)),
     "backend": Shared(
-        "--backend", "cnnzoo's inference back end (default: the fastest measured for the device)",
+        "--backend",
+        "cnnzoo's inference back end (default: the fastest measured for the device)",
         Allowed(str, choices=("auto", "eager", "inductor", "onnxruntime")),
     ),
-    "cam_method": Shared("--method", "how the feature maps are weighed", Allowed(str, choices=("gradcam", "gradcam++", "layercam", "scorecam"))),
+    "cam_method": Shared(
+        "--method",
+        "how the feature maps are weighed",
+        Allowed(str, choices=("gradcam", "gradcam++", "layercam", "scorecam")),
+    ),
 }
 
 
@@ -146,7 +161,9 @@ def resolve_device(name: Any = None, *, label: str = "device"):
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise OptionError(label, str(name), "cpu: this machine has no CUDA GPU (torch.cuda.is_available() is False)")
+            raise OptionError(
+                label, str(name), "cpu: this machine has no CUDA GPU (torch.cuda.is_available() is False)"
+            )
         if device.index is not None and device.index >= count:
             raise OptionError(label, str(name), f"cuda or cuda:0 to cuda:{count - 1}: this machine has {count} GPU(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():

@@ -49,6 +49,14 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
         for i in range(k):
             for j in range(k):
                 if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8, color="white" if m[i, j] > threshold else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(m[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if m[i, j] > threshold else "black",
+                    )
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     _save(fig, Path(path))

@@ -20,8 +20,9 @@ from torch import nn
 
 from . import data as datalib
 from .checkpoint import read_metadata, resolve_checkpoint
-from .data.specs import relocated_spec
 from .data.batches import channel_stats, make_batches
+from .data.images import DEFAULT_MAX_PIXELS
+from .data.specs import relocated_spec
 from .errors import WeightsError
 from .factory import create_model, load_model
 from .options import check_device_name, check_option, resolve_device
@@ -131,6 +132,7 @@ def evaluate_checkpoint(
     device: str | None = None,
     workers: int = 4,
     pretrained: bool | str = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Top-1, top-5, per-class accuracy and confusion matrix of weights on a split (the test split).
 
@@ -138,7 +140,9 @@ def evaluate_checkpoint(
     published weights' own transform (e.g. resize 232, crop 224, bilinear for resnet50's V2) so that the
     ImageNet validation set (``folder:DIR``, either layout of :func:`~cnnzoo.data.load_eval_folder`)
     gives the published top-1. Under torchrun each process evaluates its own shard and the counts are
-    summed, so every sample is counted exactly once."""
+    summed, so every sample is counted exactly once. A folder's unreadable images (``max_pixels``: see
+    :func:`predict_images`) are skipped with a warning naming each. Classes with no images in the data
+    have ``per_class`` None; weights without class names are counted by index, and ``notes`` says so."""
     check_option("batch_size", batch_size)
     check_option("workers", workers)
     check_option("which", which)
@@ -152,14 +156,22 @@ def evaluate_checkpoint(
             f"{w.origin}: give the data to evaluate on, e.g. --data folder:/path/to/imagenet (its val/ images)"
         )
     model = w.model.to(dev)
-    split = datalib.load_eval_data(spec, channels=model.in_chans, image_size=w.eval_crop.crop, eval_crop=w.eval_crop)
+    split = datalib.load_eval_data(
+        spec, channels=model.in_chans, image_size=w.eval_crop.crop, eval_crop=w.eval_crop, max_pixels=max_pixels
+    )
     classes = align_labels(split, w.classes, model, spec)
     batches = make_batches(
         split, batch_size, dev, w.mean, w.std, d, train=False, workers=workers, channel_order=w.channel_order
     )
     result = evaluate(model, batches, len(classes), d)
     published = w.pretrained.metrics if w.pretrained is not None else {}
-    return dict(result, model=model.model_name, checkpoint=w.origin, data=spec, classes=classes, published=published)
+    # A class with no images in the data has no accuracy (None), not 0%: its row of the confusion matrix is empty.
+    counts = [sum(row) for row in result["confusion"]]
+    result["per_class"] = [acc if n else None for acc, n in zip(result["per_class"], counts, strict=True)]
+    return dict(
+        result, model=model.model_name, checkpoint=w.origin, data=spec, classes=classes, published=published,
+        notes=list(w.notes),
+    )  # fmt: skip
 
 
 def align_labels(split, classes: list[str] | None, model: nn.Module, spec: str) -> list[str]:
@@ -203,11 +215,14 @@ def predict_images(
     which: str = "best",
     device: str | None = None,
     pretrained: bool | str = False,
-) -> list[dict[str, Any]]:
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Predictions:
     """Top-k class names and probabilities for each image file (EXIF orientation, grayscale, RGBA handled).
 
     ``path`` is a run folder, a cnnzoo checkpoint, an exported ``.onnx`` file (run by onnxruntime), or
-    with ``pretrained`` a model name (``MODEL`` or ``MODEL.TAG``): ImageNet weights name ImageNet classes."""
+    with ``pretrained`` a model name (``MODEL`` or ``MODEL.TAG``): ImageNet weights name ImageNet classes.
+    Every image is read by :mod:`cnnzoo.data.images`: the first that cannot be (damaged, not an image,
+    over ``max_pixels`` pixels by its header; None: no limit) is an error naming it."""
     from .export import OnnxModel, is_onnx_file
 
     check_option("topk", topk)
@@ -222,7 +237,13 @@ def predict_images(
     in_chans = w.model.input_shape[1] if isinstance(w.model, OnnxModel) else w.model.in_chans
     # The eval transform of folder data (EXIF orientation, gray/RGB(A) to the model's channels) with the weights' crop.
     files = datalib.ImageFolderData(
-        [(str(p), 0) for p in images], classes=["?"], train=False, channels=in_chans, strict=True, eval_crop=w.eval_crop
+        [(str(p), 0) for p in images],
+        classes=["?"],
+        train=False,
+        channels=in_chans,
+        strict=True,
+        eval_crop=w.eval_crop,
+        max_pixels=max_pixels,
     )
     batch = w.batch(torch.stack([files[i][0] for i in range(len(files))]).to(dev))
     batched = not isinstance(w.model, OnnxModel) or not isinstance(w.model.input_shape[0], int)
@@ -230,10 +251,21 @@ def predict_images(
     probs = logits.float().softmax(1)
     classes = w.classes or [str(i) for i in range(probs.shape[1])]  # an export made from a bare model name
     top = probs.topk(min(topk, probs.shape[1]), dim=1)
-    return [
-        dict(image=str(p), top=[(classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)])
-        for p, vals, idx in zip(images, top.values, top.indices, strict=True)
-    ]
+    return Predictions(
+        [
+            dict(image=str(p), top=[(classes[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist(), strict=True)])
+            for p, vals, idx in zip(images, top.values, top.indices, strict=True)
+        ],
+        notes=list(w.notes),
+    )
+
+
+class Predictions(list):
+    """:func:`predict_images`' result: one dict per image, and ``notes`` on the weights (e.g. classes shown as indices)."""
+
+    def __init__(self, items: list[dict[str, Any]], notes: list[str]) -> None:
+        super().__init__(items)
+        self.notes = notes
 
 
 def _onnx_weights(model) -> Weights:

@@ -56,7 +56,7 @@ from torch import nn
 
 from .errors import CnnzooError
 from .export import OnnxModel, export_model
-from .fileio import atomic_write
+from .fileio import atomic_write, safe_output
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -277,6 +277,7 @@ def quantize_onnx(
     percentile: float = DEFAULT_PERCENTILE,
     calibration_batch_size: int = CALIBRATION_BATCH,
     nodes_to_exclude: Sequence[str] = (),
+    force: bool = False,
 ) -> QuantizeReport:
     """Quantize the fp32 ONNX file ``fp32_onnx_path`` to INT8 (QDQ) at ``out_path``, calibrated on images.
 
@@ -286,7 +287,8 @@ def quantize_onnx(
     Weights are int8, per output channel unless ``per_channel=False``; activations ``"uint8"`` (fast on x86)
     or ``"int8"``; ``reduce_range`` (default) quantizes weights to 7 bits, which x86 CPUs without VNNI
     need to compute them exactly (module docstring). ``nodes_to_exclude`` names ONNX nodes to
-    keep in fp32. The written file is loaded by ONNX Runtime before this returns.
+    keep in fp32. An existing ``out_path`` is replaced only with ``force`` (and only by an ONNX file). The
+    written file is loaded by ONNX Runtime before this returns.
     """
     _check_options(method, activations, percentile, calibration_batch_size)
     ort = _ort()
@@ -295,6 +297,7 @@ def quantize_onnx(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     start = time.perf_counter()
+    out = safe_output(out_path, force=force, kind="onnx")  # before any work: a refused path costs nothing
     source = Path(fp32_onnx_path)
     if not source.is_file():
         raise QuantizeError(f"{source}: no such ONNX file (export the model first: cnnzoo export MODEL)")
@@ -350,7 +353,6 @@ def quantize_onnx(
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
-    out = Path(out_path)
     atomic_write(out, lambda tmp: onnx.save(model, tmp))
     inference_session(out)  # fails here, not in the user's server, if ORT cannot run what it wrote
     name = json.loads(props.get("cnnzoo.model", json.dumps(source.stem)))
@@ -395,6 +397,7 @@ def quantize_model(
         and calibration_images.ndim == 4
     ):
         image_size = int(calibration_images.shape[-1])
+    safe_output(out_path, force=options.get("force", False), kind="onnx")  # refused before the export's work
     with tempfile.TemporaryDirectory(prefix="cnnzoo-fp32-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_model(model, fp32, image_size=image_size, dynamic_batch=dynamic_batch, metadata=metadata)

@@ -102,6 +102,4 @@ def get_model_info(name: str) -> ModelInfo:
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model {name!r}.{hint} Known models: {', '.join(_REGISTRY)}."
-        ) from None
+        raise UnknownModelError(f"unknown model {name!r}.{hint} Known models: {', '.join(_REGISTRY)}.") from None

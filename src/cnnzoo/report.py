@@ -42,6 +42,7 @@ from torch import nn
 from . import data as datalib
 from .cam import CamResult, cam, overlay_png
 from .checkpoint import read_metadata, resolve_checkpoint
+from .data.batches import channel_stats
 from .diagram import diagram
 from .errors import CnnzooError, UnknownModelError
 from .factory import create_model, load_model
@@ -105,13 +106,15 @@ def _preprocessing(pre: dict[str, Any], model: nn.Module) -> tuple[int, tuple, t
     mean = tuple(pre.get("mean") or (info.mean if info is not None else default_mean))
     std = tuple(pre.get("std") or (info.std if info is not None else default_std))
     order = pre.get("channel_order") or (info.channel_order if info is not None else "RGB")
-    return int(size), mean, std, order == "BGR"
+    # A model built for other channels than its family's (resnet18 with in_chans=1) averages the statistics.
+    return int(size), channel_stats(mean, channels), channel_stats(std, channels), order == "BGR" and channels == 3
 
 
 def load_subject(
     target: nn.Module | str | os.PathLike,
     *,
     weights: str | None = None,
+    pretrained: bool | str = False,
     which: str = "best",
     device: str | torch.device | None = None,
     image_size: int | None = None,
@@ -119,13 +122,17 @@ def load_subject(
 ) -> Subject:
     """Build what ``target`` names, with its class names and preprocessing, on ``device``, in eval mode.
 
-    ``target``: a zoo name (built with ``weights`` and ``options``, see :func:`cnnzoo.create_model`), a
+    ``target``: a zoo name (built with ``weights`` or ``pretrained`` and ``options``, see
+    :func:`cnnzoo.create_model`; published weights bring their class names and preprocessing), a
     cnnzoo checkpoint or run folder (``which`` checkpoint of it; the class names, image size and
     normalisation it was trained with come along), or an ``nn.Module`` (a zoo model's preprocessing,
-    else ImageNet's; ``image_size`` where it is not a zoo model). ``image_size`` overrides the size.
+    else ImageNet's; ``image_size`` where it is not a zoo model), used as it is: moved only when ``device``
+    is given, its training flags left to the functions that run it. ``image_size`` overrides the size.
     """
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)  # a bad name fails before a build
     pre: dict[str, Any] = {}
+    if pretrained:
+        options["pretrained"] = pretrained  # only when asked: create_model's default stays its own
     if isinstance(target, nn.Module):
         if weights is not None or options:
             raise CnnzooError("weights and model options go with a model name, not with a built model")
@@ -150,7 +157,10 @@ def load_subject(
         name, source = model.model_name, f"checkpoint {path}"
         classes = pre.get("classes") or meta.get("classes")  # trained by cnnzoo train, or converted with known classes
     size, mean, std, bgr = _preprocessing({**pre, **({"image_size": image_size} if image_size else {})}, model)
-    model = model.to(dev).eval()
+    if not isinstance(target, nn.Module):
+        model = model.to(dev).eval()
+    elif device is not None:
+        model = model.to(dev)
     return Subject(model, name, source, list(classes) if classes else None, size, mean, std, bgr)
 
 
@@ -623,12 +633,14 @@ _JS = """
       if (all[j].getAttribute("data-layer") === name) { all[j].classList.add("selected"); }
     }
     var layer = data.layers[name];
-    var shown = box && box.getAttribute("data-name") !== name ? box.getAttribute("data-name") + " \u2192 " : "";
+    var first = box ? box.getAttribute("data-name") : name;  // a box's first layer: its window is the box's
+    var shown = first !== name ? first + " \u2192 " : "";
+    var window = layer && (layer.window || (data.layers[first] ? data.layers[first].window : ""));
     text("rf-layer", shown + name + (layer ? " (" + layer.type + ")" : " (no data)"));
     text("rf-shape", layer ? (layer.shape.join("\\u00d7") || "scalar") : "");
     text("rf-size", layer ? (layer.rf ? pair(layer.rf) + " input pixels" : "not known") : "");
     text("rf-jump", layer ? (layer.jump ? pair(layer.jump) + " input pixels" : "none (a single output)") : "");
-    text("rf-window", layer ? (layer.window || "-") : "");
+    text("rf-window", layer ? (window || "-") : "");
     draw();
   }
   function pixel(event) {

@@ -396,9 +396,7 @@ def _pool_output(
     return _output(size, kernel_size, stride, (before, after), dilation, ceil_mode, strict, name, max_pad=half)
 
 
-def _fixes(
-    size: int, span: int, stride: int, before: int, after: int, name: str, max_pad: int | None
-) -> list[str]:
+def _fixes(size: int, span: int, stride: int, before: int, after: int, name: str, max_pad: int | None) -> list[str]:
     """The nearest paddings, then strides, that make (size + padding - span)/stride whole."""
     total = before + after
     room = size + total - span
@@ -487,9 +485,7 @@ def _square(v: IntPair) -> int:
 # --- parameter count -------------------------------------------------------------------------
 
 
-def conv2d_params(
-    in_channels: int, out_channels: int, kernel_size: IntPair, bias: bool = True, groups: int = 1
-) -> int:
+def conv2d_params(in_channels: int, out_channels: int, kernel_size: IntPair, bias: bool = True, groups: int = 1) -> int:
     """Learned parameters of ``nn.Conv2d``: out_channels filters of (in_channels/groups) x KH x KW, plus biases.
 
     >>> conv2d_params(3, 64, 3)              # VGG16's block1_conv1: 64*3*3*3 + 64

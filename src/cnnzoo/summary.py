@@ -195,12 +195,36 @@ class Summary:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(
-            ["layer", "type", "output_shape", "params", "trainable_params", "connected_to", "window", "macs", "receptive_field", "jump"]
+            [
+                "layer",
+                "type",
+                "output_shape",
+                "params",
+                "trainable_params",
+                "connected_to",
+                "window",
+                "macs",
+                "receptive_field",
+                "jump",
+            ]
         )
         for r in self.rows:
             shape = "x".join(map(str, r.output_shape))
             inputs = " ".join(r.connected_to)
-            writer.writerow([r.name, r.type, shape, r.params, r.trainable, inputs, r.window, r.macs, _hw(r.receptive_field), _hw(r.jump)])
+            writer.writerow(
+                [
+                    r.name,
+                    r.type,
+                    shape,
+                    r.params,
+                    r.trainable,
+                    inputs,
+                    r.window,
+                    r.macs,
+                    _hw(r.receptive_field),
+                    _hw(r.jump),
+                ]
+            )
         return buffer.getvalue()
 
     def __str__(self) -> str:
@@ -418,7 +442,11 @@ def _bytes(n: int) -> str:
 
 def _table(s: Summary) -> str:
     """The Keras layout: a header, one block of lines per row, the totals."""
-    header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if s.branching else []) + ["Window", "MACs", "RF", "Jump"]
+    header = (
+        ["Layer (type)", "Output Shape", "Param #"]
+        + (["Connected to"] if s.branching else [])
+        + ["Window", "MACs", "RF", "Jump"]
+    )
     right = {"Param #", "MACs", "RF", "Jump"}
     lines_per_row = []
     for r in s.rows:
@@ -435,12 +463,19 @@ def _table(s: Summary) -> str:
     widths = [max([len(h)] + [len(line[c]) for block in lines_per_row for line in block]) for c, h in enumerate(header)]
 
     def fmt(cells: list[str]) -> str:
-        return " " + "  ".join(c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, header)).rstrip()
+        return (
+            " " + "  ".join(c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, header)).rstrip()
+        )
 
     rule = len(fmt(header)) + 1
     c, h, w = s.input_size
     mode = f"{s.mode} mode" + (f", depth {s.depth}" if s.depth else "")
-    out = [f'Model: "{s.model_name}"  (input {s.batch_size}x{c}x{h}x{w}, {mode}, {s.style} style)', "_" * rule, fmt(header), "=" * rule]
+    out = [
+        f'Model: "{s.model_name}"  (input {s.batch_size}x{c}x{h}x{w}, {mode}, {s.style} style)',
+        "_" * rule,
+        fmt(header),
+        "=" * rule,
+    ]
     for block in lines_per_row:
         out += [fmt(line) for line in block]
     out.append("=" * rule)
@@ -494,7 +529,9 @@ def summary(
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}; got {style!r}")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
-        raise ValueError(f"depth must be a positive integer (1: the model's children) or None (every layer); got {depth!r}")
+        raise ValueError(
+            f"depth must be a positive integer (1: the model's children) or None (every layer); got {depth!r}"
+        )
     model, name = resolve_model(model_or_name, **options)
     native = default_input_size(model)
     if input_size is None and native is None:

@@ -106,7 +106,9 @@ class Node:
     rf: Field | None = None  # receptive field and jump of the output
     new_memory: bool = True  # False for in-place ops and views, which allocate nothing
     out_bytes: int = 0
-    weights: list[Tensor] = field(default_factory=list)  # tensors a functional op used that no layer produced (parameters)
+    weights: list[Tensor] = field(
+        default_factory=list
+    )  # tensors a functional op used that no layer produced (parameters)
 
     @property
     def name(self) -> str:
@@ -173,8 +175,15 @@ class _Tracer(TorchFunctionMode):
 
     def add_input(self, x: Tensor) -> None:
         """Node 0, the input: each of its pixels sees one pixel (receptive field 1, jump 1)."""
-        node = Node(index=0, kind="input", path="input", op="Input", out_shape=tuple(x.shape), out_bytes=x.numel() * x.element_size(),
-                    rf=Field((1, 1), (1, 1), (x.shape[-2], x.shape[-1])))
+        node = Node(
+            index=0,
+            kind="input",
+            path="input",
+            op="Input",
+            out_shape=tuple(x.shape),
+            out_bytes=x.numel() * x.element_size(),
+            rf=Field((1, 1), (1, 1), (x.shape[-2], x.shape[-1])),
+        )
         self.nodes.append(node)
         self.produced([x], 0)
 
@@ -207,7 +216,10 @@ class _Tracer(TorchFunctionMode):
         """The error for ``node`` refusing its input: it names the layer and keeps the nodes that ran before it."""
         shapes = " and ".join(shape_text(s) for s in node.in_shapes) or "?"
         return WalkError(
-            f"{self.model_name}: layer {node.name} ({node.op}) cannot take its {shapes} input: {reason}", node, list(self.nodes), reason
+            f"{self.model_name}: layer {node.name} ({node.op}) cannot take its {shapes} input: {reason}",
+            node,
+            list(self.nodes),
+            reason,
         )
 
     # module hooks
@@ -230,7 +242,13 @@ class _Tracer(TorchFunctionMode):
             self._open.append(Scope(path or "", module, call, depth=len(self._open)))
             return
         traced, inputs, _ = self._traced((args, kwargs))
-        node = self._new(kind="module", path=path or type(module).__name__.lower(), op=type(module).__name__, module=module, call=call)
+        node = self._new(
+            kind="module",
+            path=path or type(module).__name__.lower(),
+            op=type(module).__name__,
+            module=module,
+            call=call,
+        )
         node.inputs, node.in_shapes = inputs, [tuple(t.shape) for t in traced]
         if traced:
             try:
@@ -308,7 +326,10 @@ class _Tracer(TorchFunctionMode):
             if len(node.out_shape) == 4 and tuple(node.out_shape[-2:]) == step.out_hw:
                 node.step = replace(step, verified=True)
             else:  # a layer that does not follow the standard formula (a subclass with its own forward)
-                node.step = Step(text=step.text, notes=(f"PyTorch gave {shape_text(node.out_shape)}, not the formula's {step.out_hw}",))
+                node.step = Step(
+                    text=step.text,
+                    notes=(f"PyTorch gave {shape_text(node.out_shape)}, not the formula's {step.out_hw}",),
+                )
         node.rf = self._field(node)
         self.nodes.append(node)
         self.produced(outputs, node.index)
@@ -343,7 +364,9 @@ class _Tracer(TorchFunctionMode):
             return Field(before.receptive_field, before.jump, grid or before.grid)
         grown = [grow(ReceptiveField(before.receptive_field[a], before.jump[a]), windows[a]) for a in (0, 1)]
         # A window that leaves no map behind (global pooling) has looked at the whole map: a 1x1 grid.
-        return Field((grown[0].receptive_field, grown[1].receptive_field), (grown[0].jump, grown[1].jump), grid or (1, 1))
+        return Field(
+            (grown[0].receptive_field, grown[1].receptive_field), (grown[0].jump, grown[1].jump), grid or (1, 1)
+        )
 
 
 # --- running a model ---------------------------------------------------------------------------------
@@ -358,7 +381,11 @@ def normalize_input_size(input_size: Any, channels: int | None, what: str = "the
         if channels is None:
             raise InputShapeError(f"{what}: give the input size as (C, H, W); the number of channels is not known")
         size = (channels, *size)
-    if size is None or len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+    if (
+        size is None
+        or len(size) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+    ):
         raise InputShapeError(
             f"{what}: an input size is (C, H, W), (H, W) or one int for a square image, all positive; got {input_size!r}"
         )
@@ -515,4 +542,3 @@ def trace(
 def has_neighbours(shape: tuple[int, ...]) -> bool:
     """Whether a layer's jump, the distance between neighbouring outputs, means anything: a map larger than 1x1."""
     return len(shape) == 4 and shape[-2:] != (1, 1)
-

@@ -114,21 +114,22 @@ def load_image(path: str | Path, model: nn.Module, size: int) -> Tensor:
     models; RGB, or BGR where the model's ``info.channel_order`` says so; normalised with the model's
     ``info.mean`` / ``info.std`` (ImageNet's for modules without them).
     """
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import functional as TF
+    from torchvision.transforms.v2 import functional as TF
+
+    from .data.images import ImageReadError, read_image  # the one image reader: see cnnzoo.data.images
 
     channels = model_channels(model)
     if channels not in (1, 3):
-        raise InputShapeError(f"{_name(model)} takes {channels} input channels; only 1- and 3-channel models can be shown an image")
+        raise InputShapeError(
+            f"{_name(model)} takes {channels} input channels; only 1- and 3-channel models can be shown an image"
+        )
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise CnnzooError(f"image file {str(path)!r} not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise CnnzooError(f"cannot read {str(path)!r} as an image: {e}") from None
-    image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-    x = TF.to_tensor(image)
+        pixels = read_image(path, channels=channels)
+    except ImageReadError as e:
+        if e.reason == "no such file":
+            raise CnnzooError(f"image file {str(path)!r} not found") from None
+        raise CnnzooError(f"cannot read {str(path)!r} as an image: {e.reason}") from None
+    x = TF.center_crop(TF.resize(pixels, [size], antialias=True), [size, size]).float() / 255
     mean, std, bgr = _normalisation(model, channels)
     return TF.normalize(x.flip(0) if bgr else x, mean, std).unsqueeze(0)
 
@@ -231,14 +232,18 @@ def _draw_filters(conv: nn.Conv2d, name: str, model: nn.Module, path: Path) -> N
     mosaic = _mosaic(tiles, columns)
     ax.imshow(mosaic, cmap=None if mosaic.ndim == 3 else _colormap("gray"), interpolation="nearest")
     kh, kw = conv.kernel_size
-    ax.set_title(f"{_name(model)} {name}: {w.shape[0]} filters {kh}x{kw} ({how}, each scaled to its range)", fontsize=10)
+    ax.set_title(
+        f"{_name(model)} {name}: {w.shape[0]} filters {kh}x{kw} ({how}, each scaled to its range)", fontsize=10
+    )
     ax.axis("off")
     fig.savefig(path)
 
 
 def _draw_feature_maps(maps: list[tuple[Node, Tensor]], channels: int, model: nn.Module, path: Path) -> None:
     fig = _figure((MAPS_WIDTH, MAPS_ROW * len(maps) + MAPS_TITLE))
-    fig.suptitle(f"{_name(model)}: feature maps after each stage ({channels} channels with the largest spread each)", fontsize=10)
+    fig.suptitle(
+        f"{_name(model)}: feature maps after each stage ({channels} channels with the largest spread each)", fontsize=10
+    )
     for row, (node, fmap) in enumerate(maps):
         spread = fmap.flatten(1).std(dim=1)
         chosen = spread.argsort(descending=True)[:channels].sort().values
@@ -251,11 +256,15 @@ def _draw_feature_maps(maps: list[tuple[Node, Tensor]], channels: int, model: nn
         ax.set_ylabel(f"{node.name}\n{c}x{h}x{w}", rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.subplots_adjust(left=0.22, right=0.98, top=1 - MAPS_TITLE / (MAPS_ROW * len(maps) + MAPS_TITLE), bottom=0.02, hspace=0.15)
+    fig.subplots_adjust(
+        left=0.22, right=0.98, top=1 - MAPS_TITLE / (MAPS_ROW * len(maps) + MAPS_TITLE), bottom=0.02, hspace=0.15
+    )
     fig.savefig(path)
 
 
-def _draw_stats(stats: dict[int, tuple[float, float, float]], stage_nodes: list[Node], model: nn.Module, path: Path) -> None:
+def _draw_stats(
+    stats: dict[int, tuple[float, float, float]], stage_nodes: list[Node], model: nn.Module, path: Path
+) -> None:
     index = sorted(stats)
     mean = np.array([stats[i][0] for i in index])
     std = np.array([stats[i][1] for i in index])
@@ -266,7 +275,9 @@ def _draw_stats(stats: dict[int, tuple[float, float, float]], stage_nodes: list[
     top.plot(index, std, label="standard deviation", lw=1)
     top.set_ylabel("value")
     top.legend(loc="upper left", fontsize=8)
-    top.set_title(f"{_name(model)}: statistics of every layer's output, {len(index)} layers in execution order", fontsize=10)
+    top.set_title(
+        f"{_name(model)}: statistics of every layer's output, {len(index)} layers in execution order", fontsize=10
+    )
     bottom.plot(index, zeros, color="tab:red", lw=1)
     bottom.set_ylabel("fraction of zeros")
     bottom.set_ylim(-0.02, 1.02)

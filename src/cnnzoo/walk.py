@@ -52,8 +52,6 @@ __all__ = [
 ]
 
 
-
-
 def _walks(node: Node) -> bool:
     """Rows of the walk: layers that change or check the size (not BatchNorm, ReLU, dropout)."""
     return node.kind == "input" or node.step is not None or len(node.inputs) > 1
@@ -86,7 +84,9 @@ class Walk:
         out = []
         for node in [n for n in self.nodes if _walks(n)] + ([self.failed] if self.failed else []):
             f = node.rf
-            formulas = list(node.step.formulas) if node.step else ([_merge_formula(node)] if len(node.inputs) > 1 else [])
+            formulas = (
+                list(node.step.formulas) if node.step else ([_merge_formula(node)] if len(node.inputs) > 1 else [])
+            )
             out.append(
                 dict(
                     layer=node.name,
@@ -140,7 +140,9 @@ class Walk:
             lines.append("  ".join(cells).rstrip())
         if self.ok:
             last = self.nodes[-1]
-            lines.append(f"All {len(rows) - 1} layers above fit; the output is {'x'.join(map(str, last.out_shape[1:]))}.")
+            lines.append(
+                f"All {len(rows) - 1} layers above fit; the output is {'x'.join(map(str, last.out_shape[1:]))}."
+            )
         else:
             lines.append(f"Stops at layer {self.failed.name} ({self.failed.op}): {self.error}")
             lines.append(self.advice())
@@ -157,7 +159,6 @@ class Walk:
             f"The smallest square input that goes through is {s}x{s} ({s - 1}x{s - 1} fails), but the larger {h}x{w} does not: "
             f"{self.failed.name} needs one exact size."
         )
-
 
 
 def _inputs_text(shapes: list[list[int]]) -> str:
@@ -234,7 +235,9 @@ def walk(model_or_name: nn.Module | str, input_size: Any = None, **options: Any)
     return Walk(name, size, t.nodes)
 
 
-def explain_layer(size: int, kernel: int, stride: int = 1, padding: Any = 0, dilation: int = 1, ceil_mode: bool = False) -> str:
+def explain_layer(
+    size: int, kernel: int, stride: int = 1, padding: Any = 0, dilation: int = 1, ceil_mode: bool = False
+) -> str:
     """One layer: the formula worked through (:func:`cnnzoo.shapes.explain`) and its receptive field."""
     text = explain(size, kernel, stride, padding, dilation, ceil_mode)
     rf = receptive_fields([Layer(kernel, stride, dilation)])[-1]

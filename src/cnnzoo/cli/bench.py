@@ -17,17 +17,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "round by round, and the ratio cnnzoo / other is given per round. With --data the training data pipeline "
         "alone is measured. See cnnzoo.bench for what is measured and how.",
     )
-    p.add_argument("model", nargs="?", help="a zoo model name (optional with --data: it sets the image size and normalisation)")
-    p.add_argument("--mode", choices=["infer", "train"], default="infer", help="a forward pass, or a full training step")
+    p.add_argument(
+        "model", nargs="?", help="a zoo model name (optional with --data: it sets the image size and normalisation)"
+    )
+    p.add_argument(
+        "--mode", choices=["infer", "train"], default="infer", help="a forward pass, or a full training step"
+    )
     add_device(p, help="cpu or cuda (default: cuda when available)")
     add_batch_size(p, help="default: 256 on a GPU, 32 on the CPU (16 for training)")
     p.add_argument("--input", help="input size: 224 or 3x224x224 (default: the model's native size)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: bf16 on a GPU, fp32 on the CPU")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="force the memory format of every contender (default: channels-last on a GPU; on the CPU for cnnzoo's fast paths only)")
-    p.add_argument("--compile", action="store_true", help="torch.compile every contender (the whole step when training)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force the memory format of every contender (default: channels-last on a GPU; on the CPU for cnnzoo's fast paths only)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile every contender (the whole step when training)"
+    )
     add_shared(p, "backend", default="auto")
-    p.add_argument("--plain", action="store_true", help="run cnnzoo's model as it is: no BN folding, back end or channels-last of its own")
+    p.add_argument(
+        "--plain",
+        action="store_true",
+        help="run cnnzoo's model as it is: no BN folding, back end or channels-last of its own",
+    )
     p.add_argument("--vs", default="", help="comma-separated: torchvision,timm")
     add_shared(p, "rounds", default=5, help="alternated rounds (default 5)")
     add_shared(p, "iters", help="steps per round (default: about --round-seconds worth)")
@@ -35,9 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_shared(p, "bench_warmup", default=3, dest="warmup")
     add_shared(p, "threads", help="CPU threads for PyTorch and ONNX Runtime (default: PyTorch's)")
     add_model_options(p, example="aux_logits=false")
-    p.add_argument("--data", metavar="SPEC", help="measure the data pipeline alone: folder:DIR, mnist5k, cifar10:DIR, synthetic:N")
+    p.add_argument(
+        "--data", metavar="SPEC", help="measure the data pipeline alone: folder:DIR, mnist5k, cifar10:DIR, synthetic:N"
+    )
     add_workers(p, default=4, help="file reading (and CPU decoding) processes for folder data (--data)")
-    add_decode(p, help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)")
+    add_decode(
+        p,
+        help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)",
+    )
     add_shared(p, "batches", default=20)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_bench)

@@ -63,9 +63,19 @@ def _one_layer(args: argparse.Namespace) -> int:
     if args.format == "json":
         rf = receptive_fields([(args.kernel, args.stride, args.dilation)])[-1]
         data: dict[str, Any] = dict(
-            size=args.size, kernel=args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation,
-            ceil_mode=args.ceil_mode, output=out.size, exact=out.exact, formula=out.formula, note=out.note or None,
-            fixes=fixes, receptive_field=rf.receptive_field, jump=rf.jump,
+            size=args.size,
+            kernel=args.kernel,
+            stride=args.stride,
+            padding=args.padding,
+            dilation=args.dilation,
+            ceil_mode=args.ceil_mode,
+            output=out.size,
+            exact=out.exact,
+            formula=out.formula,
+            note=out.note or None,
+            fixes=fixes,
+            receptive_field=rf.receptive_field,
+            jump=rf.jump,
         )
         print(json.dumps(data, indent=2))
     else:
@@ -111,7 +121,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} names published weights: add --pretrained")
     from ..visualize import visualize
 
-    pictures = visualize(args.model, args.image, args.out, size=args.size, channels=args.channels, force=args.force, **options)
+    pictures = visualize(
+        args.model, args.image, args.out, size=args.size, channels=args.channels, force=args.force, **options
+    )
     print(f"stages: {', '.join(pictures.stages)}")
     for path in pictures.paths:
         print(f"wrote {path}")
@@ -130,13 +142,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of every layer, and totals. Runs on the meta device: no weights, no arithmetic.",
     )
     p.add_argument("model", help="a zoo model (cnnzoo list)")
-    p.add_argument("--input", type=parse_input_size, help="input size CxHxW, HxW or one side (default: the model's native size)")
-    p.add_argument("--depth", type=positive, help="fold blocks nested deeper than this into one row (1: the model's children)")
-    p.add_argument("--style", choices=("torch", "keras"), default="torch",
-                   help="torch: module paths, sum(p.numel()); keras: Keras names, types and (None, H, W, C) shapes, "
-                   "BatchNorm statistics as non-trainable params")
+    p.add_argument(
+        "--input", type=parse_input_size, help="input size CxHxW, HxW or one side (default: the model's native size)"
+    )
+    p.add_argument(
+        "--depth", type=positive, help="fold blocks nested deeper than this into one row (1: the model's children)"
+    )
+    p.add_argument(
+        "--style",
+        choices=("torch", "keras"),
+        default="torch",
+        help="torch: module paths, sum(p.numel()); keras: Keras names, types and (None, H, W, C) shapes, "
+        "BatchNorm statistics as non-trainable params",
+    )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--batch-size", type=positive, default=1, help="images per forward pass (MACs and activation memory scale with it)")
+    p.add_argument(
+        "--batch-size",
+        type=positive,
+        default=1,
+        help="images per forward pass (MACs and activation memory scale with it)",
+    )
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="trace in eval (default) or train mode")
     p.set_defaults(func=cmd_summary)
 
@@ -169,10 +194,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Runs one image through the model and writes input.png, filters.png, feature_maps.png and "
         "activation_stats.png. A model given by name has its initial (random) weights; give a checkpoint, or --pretrained, for trained ones.",
     )
-    p.add_argument("model", metavar="NAME_OR_CHECKPOINT", help="a zoo model (MODEL.TAG with --pretrained), or a checkpoint file or run folder")
-    p.add_argument("--pretrained", action="store_true", help="a model name's published weights (cnnzoo weights list MODEL)")
+    p.add_argument(
+        "model",
+        metavar="NAME_OR_CHECKPOINT",
+        help="a zoo model (MODEL.TAG with --pretrained), or a checkpoint file or run folder",
+    )
+    p.add_argument(
+        "--pretrained", action="store_true", help="a model name's published weights (cnnzoo weights list MODEL)"
+    )
     p.add_argument("--image", required=True, help="an image file (PNG, JPEG ...)")
-    add_out(p, required=True, help="folder to write the PNGs to (created if missing); PNGs already there are replaced only with --force")
+    add_out(
+        p,
+        required=True,
+        help="folder to write the PNGs to (created if missing); PNGs already there are replaced only with --force",
+    )
     add_force(p)
     p.add_argument("--size", type=positive, help="square input side (default: the model's native size)")
     p.add_argument("--channels", type=positive, default=8, help="feature maps shown per stage (default 8)")

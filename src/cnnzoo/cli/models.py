@@ -58,7 +58,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                 input="x".join(map(str, info.input_size)),
                 min_size=info.min_size,
                 classes=info.num_classes,
-                twins=", ".join(t for t in (info.torchvision and f"torchvision:{info.torchvision}", info.keras and f"keras:{info.keras}") if t),
+                twins=", ".join(
+                    t
+                    for t in (
+                        info.torchvision and f"torchvision:{info.torchvision}",
+                        info.keras and f"keras:{info.keras}",
+                    )
+                    if t
+                ),
             )
         )
     if args.json:
@@ -70,11 +77,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         caption="params: sum(p.numel()), as torchvision counts; Keras count: as Keras' summary() counts (BatchNorm moving statistics included)",
         caption_justify="left",
     )
-    for col, justify in (("model", "left"), ("family", "left"), ("params", "right"), ("Keras count", "right"), ("input (C×H×W)", "right"), ("min H=W", "right"), ("classes", "right"), ("same weights as", "left")):
+    for col, justify in (
+        ("model", "left"),
+        ("family", "left"),
+        ("params", "right"),
+        ("Keras count", "right"),
+        ("input (C×H×W)", "right"),
+        ("min H=W", "right"),
+        ("classes", "right"),
+        ("same weights as", "left"),
+    ):
         table.add_column(col, justify=justify)
     for r in rows:
         keras = f"{r['keras_params']:,}" if r["keras_params"] is not None else ""
-        table.add_row(r["name"], r["family"], f"{r['params']:,}", keras, r["input"], str(r["min_size"]), str(r["classes"]), r["twins"])
+        table.add_row(
+            r["name"],
+            r["family"],
+            f"{r['params']:,}",
+            keras,
+            r["input"],
+            str(r["min_size"]),
+            str(r["classes"]),
+            r["twins"],
+        )
     Console(width=max(140, Console().width)).print(table)
     return 0
 
@@ -102,7 +127,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         keras=info.keras,
         notes=info.notes,
         params_torch=torch_count.total,
-        params_keras=dict(total=keras_count.total, trainable=keras_count.trainable, non_trainable=keras_count.non_trainable),
+        params_keras=dict(
+            total=keras_count.total, trainable=keras_count.trainable, non_trainable=keras_count.non_trainable
+        ),
     )
     if args.json:
         print(json.dumps(data, indent=2))
@@ -112,12 +139,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     if info.notes:
         console.print(f"  {info.notes}")
     c, h, w = info.input_size
-    console.print(f"  input {c}x{h}x{w} (smallest {info.min_size}x{info.min_size}), {info.num_classes} classes, "
-                  f"normalise {info.channel_order} with mean {info.mean}, std {info.std}")
+    console.print(
+        f"  input {c}x{h}x{w} (smallest {info.min_size}x{info.min_size}), {info.num_classes} classes, "
+        f"normalise {info.channel_order} with mean {info.mean}, std {info.std}"
+    )
     console.print(f"  parameters: {torch_count.total:,} (torch: sum of p.numel())")
-    console.print(f"  Keras-style: Total params {keras_count.total:,}, Trainable {keras_count.trainable:,}, "
-                  f"Non-trainable {keras_count.non_trainable:,} (BatchNorm moving statistics)")
-    twins = [t for t in (info.torchvision and f"torchvision.models.{info.torchvision}", info.keras and f"keras.applications.{info.keras}") if t]
+    console.print(
+        f"  Keras-style: Total params {keras_count.total:,}, Trainable {keras_count.trainable:,}, "
+        f"Non-trainable {keras_count.non_trainable:,} (BatchNorm moving statistics)"
+    )
+    twins = [
+        t
+        for t in (
+            info.torchvision and f"torchvision.models.{info.torchvision}",
+            info.keras and f"keras.applications.{info.keras}",
+        )
+        if t
+    ]
     if twins:
         console.print(f"  same architecture as: {', '.join(twins)}")
     if args.layers:

@@ -40,7 +40,12 @@ class CliParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on an unexpected error, print its traceback")
+        self.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="on an unexpected error, print its traceback",
+        )
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -82,7 +87,9 @@ def parse_input_size(text: str) -> int | tuple[int, ...]:
     except ValueError:
         values = ()
     if len(values) not in (1, 2, 3) or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW (3x224x224), HxW (224x224) or one size (224), all positive; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected CxHxW (3x224x224), HxW (224x224) or one size (224), all positive; got {text!r}"
+        )
     return values[0] if len(values) == 1 else values
 
 
@@ -121,7 +128,9 @@ def parse_device(text: str) -> str:
 # --- shared flags ------------------------------------------------------------------------------------
 
 
-def add_shared(p: argparse.ArgumentParser, name: str, *, default: Any = None, help: str | None = None, **kwargs: Any) -> None:
+def add_shared(
+    p: argparse.ArgumentParser, name: str, *, default: Any = None, help: str | None = None, **kwargs: Any
+) -> None:
     """The flag of :data:`cnnzoo.options.SHARED` ``[name]``: its spelling, its help (``help`` replaces it) with the
     range, and a ``type=`` that refuses values out of the range."""
     shared = SHARED[name]
@@ -145,18 +154,26 @@ def add_batch_size(p: argparse.ArgumentParser, *, default: int | None = None, he
     add_shared(p, "batch_size", default=default, help=help)
 
 
-def add_workers(p: argparse.ArgumentParser, *, default: int = 4, help: str = "file reading and decoding processes for folder data") -> None:
+def add_workers(
+    p: argparse.ArgumentParser, *, default: int = 4, help: str = "file reading and decoding processes for folder data"
+) -> None:
     add_shared(p, "workers", default=default, help=help)
 
 
-def add_out(p: argparse.ArgumentParser, *, help: str, required: bool = False, flags: tuple[str, ...] = ("--out",)) -> None:
+def add_out(
+    p: argparse.ArgumentParser, *, help: str, required: bool = False, flags: tuple[str, ...] = ("--out",)
+) -> None:
     """``--out PATH``: the command checks it with :func:`cnnzoo.fileio.safe_output` before any work."""
     p.add_argument(*flags, required=required, metavar="PATH", help=help)
 
 
 def add_force(p: argparse.ArgumentParser) -> None:
     """``--force``: replace an existing output of the same kind (never a folder, a device or a file of another kind)."""
-    p.add_argument("--force", action="store_true", help="replace an existing output file of the same kind (never a folder, a device or another kind of file)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output file of the same kind (never a folder, a device or another kind of file)",
+    )
 
 
 def add_decode(p: argparse.ArgumentParser, help: str) -> None:
@@ -167,7 +184,9 @@ def add_decode(p: argparse.ArgumentParser, help: str) -> None:
 def add_model_options(p: argparse.ArgumentParser, example: str = "aux_logits=true") -> None:
     """``--option KEY=VALUE``, repeatable: keyword arguments of the model's builder. The texts are parsed with
     :func:`parse_option` by the command, so a malformed one is reported in the command's one-line error form."""
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=f"model option, e.g. --option {example}")
+    p.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help=f"model option, e.g. --option {example}"
+    )
 
 
 # --- the cnnzoo train flags, from TrainConfig ---------------------------------------------------------

@@ -34,13 +34,16 @@ def _subject(args: argparse.Namespace, device: str | None = None) -> Any:
     """The model ``args.model`` names, with its class names and preprocessing (:func:`cnnzoo.report.load_subject`)."""
     from ..report import load_subject
 
-    return load_subject(args.model, weights=args.weights, which=args.which, device=device or args.device)
+    pretrained = getattr(args, "pretrained", False)  # published weights, where the command offers the flag
+    return load_subject(
+        args.model, weights=args.weights, pretrained=pretrained, which=args.which, device=device or args.device
+    )
 
 
 def _is_zoo_name(text: str) -> bool:
     from ..registry import list_models
 
-    return text in list_models() or not Path(text).exists()
+    return text in list_models()
 
 
 # --- cam -------------------------------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     if suffix not in ("svg", "png"):
         raise ValueError(f"--out {args.out}: the diagram is written as .svg or .png; give a name ending in one of them")
     out = safe_output(args.out, force=args.force, kind=suffix)
-    if _is_zoo_name(args.model) and args.weights is None:
+    if _is_zoo_name(args.model) and args.weights is None and not getattr(args, "pretrained", False):
         d = diagram(args.model, input_size=args.input, depth=args.depth)  # built on meta: no weights needed
     else:
         subject = _subject(args, device="cpu")

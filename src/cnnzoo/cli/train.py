@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ..pretrained import split_name
 from ..registry import get_model_info
-from .options import add_batch_size, add_device, add_shared, add_train_config_arguments, add_workers, flag_of, train_config_values
+from .options import (
+    add_batch_size,
+    add_device,
+    add_shared,
+    add_train_config_arguments,
+    add_workers,
+    flag_of,
+    train_config_values,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(--pretrained) with their own eval transform: cnnzoo eval resnet50 --pretrained --data folder:/data/imagenet "
         "reads val/SYNSET/*.JPEG or the flat ILSVRC2012_val_*.JPEG files with LOC_val_solution.csv.",
     )  # fmt: skip
-    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_MODEL", help="a run folder or a cnnzoo .safetensors file; with --pretrained a model name (MODEL or MODEL.TAG)")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT_OR_MODEL",
+        help="a run folder or a cnnzoo .safetensors file; with --pretrained a model name (MODEL or MODEL.TAG)",
+    )
     _add_pretrained_flag(p)
     p.add_argument("--data", help="default: the data the checkpoint was trained on")
     p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
@@ -42,7 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify images with a checkpoint or published weights: top-k classes with probabilities")
+    p = sub.add_parser(
+        "predict", help="classify images with a checkpoint or published weights: top-k classes with probabilities"
+    )
     p.add_argument(
         "checkpoint", metavar="CHECKPOINT_OR_MODEL",
         help="a run folder, a cnnzoo .safetensors file, an exported .onnx file (onnxruntime), or with --pretrained a model "
@@ -72,7 +87,9 @@ def _pretrained_of(model: str, flag: bool | str) -> tuple[str, bool | str]:
 
 def _check_model_tag(target: str, pretrained: bool) -> None:
     """eval / predict: a ``MODEL.TAG`` that is not a file needs --pretrained (the tag travels in the name)."""
-    if not Path(target).exists() and "." in target and not target.endswith((".safetensors", ".onnx")):
+    # A path (a separator in it, or anything on disk: a broken symlink too) is a file, never a model's name.
+    is_path = os.sep in target or os.path.lexists(target)
+    if not is_path and "." in target and not target.endswith((".safetensors", ".onnx")):
         _pretrained_of(target, pretrained)
 
 
@@ -83,7 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("name a model to train (see cnnzoo list), or --resume RUN_DIR")
     from ..model_options import parse_model_options
 
-    model, pretrained = _pretrained_of(args.model or (_model_of_run(args.resume) if args.resume else _model_of_recipe(args.recipe)), args.pretrained)
+    model, pretrained = _pretrained_of(
+        args.model or (_model_of_run(args.resume) if args.resume else _model_of_recipe(args.recipe)), args.pretrained
+    )
     get_model_info(model)  # unknown names fail here, listing close matches
     values = train_config_values(args)
     values["model_options"] = parse_model_options(model, args.model_options)  # typed from the model's own signature
@@ -126,13 +145,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['model']} ({result['checkpoint']}) on {result['data']} ({result['count']:,} images): top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}, loss {result['loss']:.4f}")
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+    label = result["checkpoint"] if args.pretrained else result["model"]  # published weights: their name, MODEL.TAG
+    print(
+        f"{label} on {result['data']} ({result['count']:,} images): top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}, loss {result['loss']:.4f}"
+    )
     if result.get("published"):
-        print("published: " + ", ".join(f"{k} {v:.2f}%" for k, v in result["published"].items()) + " (the full ImageNet-1K validation set)")
-    counts = [sum(row) for row in result["confusion"]]
-    seen = [(c, a) for c, a, n in zip(result["classes"], result["per_class"], counts, strict=True) if n]
-    shown = ", ".join(f"{c} {a:.1%}" for c, a in seen[:20]) + (f", ... ({len(seen)} classes; --json for all)" if len(seen) > 20 else "")
+        print(
+            "published: "
+            + ", ".join(f"{k} {v:.2f}%" for k, v in result["published"].items())
+            + " (the full ImageNet-1K validation set)"
+        )
+    seen = [(c, a) for c, a in zip(result["classes"], result["per_class"], strict=True) if a is not None]
+    shown = ", ".join(f"{c} {a:.1%}" for c, a in seen[:20]) + (
+        f", ... ({len(seen)} classes; --json for all)" if len(seen) > 20 else ""
+    )
     print(f"per-class accuracy: {shown}")
+    empty = [c for c, a in zip(result["classes"], result["per_class"], strict=True) if a is None]
+    if empty and len(empty) <= 20:  # a subset of ImageNet's 1000 classes is not worth 980 names
+        print(
+            f"no images in the data for {len(empty)} class{'es' if len(empty) > 1 else ''}: {', '.join(empty)} (no accuracy)"
+        )
+    elif empty:
+        print(
+            f"no images in the data for {len(empty)} of the {len(result['classes'])} classes (no accuracy; --json lists them)"
+        )
     return 0
 
 
@@ -140,10 +178,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predict import predict_images
 
     _check_model_tag(args.checkpoint, args.pretrained)
-    results = predict_images(args.checkpoint, args.images, topk=args.topk, which=args.which, device=args.device, pretrained=args.pretrained)
+    results = predict_images(
+        args.checkpoint, args.images, topk=args.topk, which=args.which, device=args.device, pretrained=args.pretrained
+    )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
+    for note in results.notes:
+        print(f"note: {note}")
     for r in results:
         print(r["image"])
         for c, p in r["top"]:

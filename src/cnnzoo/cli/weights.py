@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a file is ever run.",
     )
     p.add_argument("source", metavar="SRC", help="the weights file to read, or an http(s) URL (with --sha256)")
-    p.add_argument("dest", metavar="DST", help="the cnnzoo checkpoint to write (.safetensors); an existing one only with --force")
+    p.add_argument(
+        "dest", metavar="DST", help="the cnnzoo checkpoint to write (.safetensors); an existing one only with --force"
+    )
     p.add_argument("--model", required=True, help="the zoo model the weights belong to (see cnnzoo list)")
     p.add_argument(
         "--like", metavar="MODEL.TAG",
@@ -42,12 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="CHECKPOINT_OR_NAME", help="a cnnzoo checkpoint, a run folder, or a zoo model name")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    add_out(p, help="the file to write (default: MODEL.onnx / MODEL.pt here, or next to the checkpoint); an existing one only with --force")
-    add_shared(p, "image_size", help="input height = width, at least the model's smallest (default: the checkpoint's, else the model's native size)")
+    add_out(
+        p,
+        help="the file to write (default: MODEL.onnx / MODEL.pt here, or next to the checkpoint); an existing one only with --force",
+    )
+    add_shared(
+        p,
+        "image_size",
+        help="input height = width, at least the model's smallest (default: the checkpoint's, else the model's native size)",
+    )
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
     add_shared(p, "opset")
     p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
-    p.add_argument("--weights", help="with a model name: load this weights file (any format convert reads) or http(s) URL first")
+    p.add_argument(
+        "--weights", help="with a model name: load this weights file (any format convert reads) or http(s) URL first"
+    )
     p.add_argument("--pretrained", action="store_true", help="with a model name (MODEL or MODEL.TAG): its published weights, "
                    "whose class names and preprocessing go into the file's metadata")  # fmt: skip
     _add_loading_options(p)
@@ -56,8 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_loading_options(p: argparse.ArgumentParser) -> None:
-    add_shared(p, "num_classes", help="build the model with this many classes (default: the model's own; 0: no classifier)")
-    p.add_argument("--reset-head", action="store_true", help="if the file's classifier has another number of classes, keep a new one")
+    add_shared(
+        p, "num_classes", help="build the model with this many classes (default: the model's own; 0: no classifier)"
+    )
+    p.add_argument(
+        "--reset-head",
+        action="store_true",
+        help="if the file's classifier has another number of classes, keep a new one",
+    )
     p.add_argument("--sha256", help="refuse the weights file unless its SHA-256 (or a prefix of 8+ hex digits) matches; "
                    "required with a URL")  # fmt: skip
     add_model_options(p)
@@ -86,7 +103,9 @@ def _outputs_line(checkpoint: str) -> str:
     meta = read_metadata(checkpoint)
     classes = meta.get("classes")
     pre = meta.get("preprocessing", {})
-    crop = f"resize {pre.get('resize')}, crop {pre.get('crop')}" if pre.get("crop") else f"resize to {pre.get('resize')}"
+    crop = (
+        f"resize {pre.get('resize')}, crop {pre.get('crop')}" if pre.get("crop") else f"resize to {pre.get('resize')}"
+    )
     feed = f"{crop} {pre.get('interpolation')}, {pre.get('channel_order')} mean {pre.get('mean')} std {pre.get('std')}"
     if not classes:
         return f"preprocessing: {feed}; no class names known (--like MODEL.TAG names them)"
@@ -121,7 +140,9 @@ def _model_to_export(args: argparse.Namespace):
     target = Path(args.model)
     if target.exists():
         if args.weights or args.num_classes or args.option or args.reset_head or args.pretrained:
-            raise ValueError(f"{target} is a checkpoint: --weights, --pretrained, --num-classes, --option and --reset-head go with a model name")
+            raise ValueError(
+                f"{target} is a checkpoint: --weights, --pretrained, --num-classes, --option and --reset-head go with a model name"
+            )
         weights = resolve_checkpoint(target, args.which)
         fmt = detect_format(weights)
         if fmt != "cnnzoo":
@@ -133,8 +154,22 @@ def _model_to_export(args: argparse.Namespace):
             verify_sha256(weights, args.sha256)
         meta = read_metadata(weights)
         # A trained checkpoint keeps its preprocessing in "info", a converted one in "preprocessing" and "classes".
-        pre = {**(meta.get("info") or meta.get("preprocessing") or {}), **({"classes": meta["classes"]} if meta.get("classes") else {})}
-        kept = ("classes", "mean", "std", "image_size", "channel_order", "resize", "crop", "interpolation", "resize_mode", "antialias")
+        pre = {
+            **(meta.get("info") or meta.get("preprocessing") or {}),
+            **({"classes": meta["classes"]} if meta.get("classes") else {}),
+        }
+        kept = (
+            "classes",
+            "mean",
+            "std",
+            "image_size",
+            "channel_order",
+            "resize",
+            "crop",
+            "interpolation",
+            "resize_mode",
+            "antialias",
+        )
         keep = {k: pre[k] for k in kept if k in pre}
         return load_model(weights), {"model_args": meta["model_args"], **keep}, weights
     if target.suffix in (".safetensors", ".pth", ".pt", ".h5", ".keras") or "/" in args.model:
@@ -188,10 +223,18 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not entries:
-        print(f"{args.model} has no published weights; add yours with cnnzoo.register_pretrained({args.model!r}, TAG, url=..., sha256=...)")
+        print(
+            f"{args.model} has no published weights; add yours with cnnzoo.register_pretrained({args.model!r}, TAG, url=..., sha256=...)"
+        )
         return 0
     table = Table(title=f"pretrained weights: {len(entries)}", title_justify="left")
-    for column, justify in (("weights", "left"), ("source", "left"), ("top-1", "right"), ("size", "right"), ("cached", "left")):
+    for column, justify in (
+        ("weights", "left"),
+        ("source", "left"),
+        ("top-1", "right"),
+        ("size", "right"),
+        ("cached", "left"),
+    ):
         table.add_column(column, justify=justify)
     for e in entries:
         name = e.name + (" (default)" if e.tag == defaults[e.model] else "")
@@ -205,7 +248,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
 
 
 def _cached_where(entry) -> str:
-    """"yes" (cnnzoo's cache), "torch.hub" or "keras" (a verified copy in their cache, used in place), or "no"."""
+    """ "yes" (cnnzoo's cache), "torch.hub" or "keras" (a verified copy in their cache, used in place), or "no"."""
     from .. import hub
 
     path = entry.cached_path()

@@ -8,8 +8,8 @@ GPU by :class:`DeviceDecoder` (nvJPEG).
 Nothing here downloads anything.
 """
 
-from .base import ArrayData, DataError, DataSplits
 from .arrays import augment_batch, convert_channels, normalize_batch, resize_images
+from .base import ArrayData, DataError, DataSplits
 from .cifar import SafeUnpickler, load_cifar10, load_cifar100
 from .device_decode import DeviceDecoder, EncodedBatch, EncodedImages, collate_encoded, nvjpeg_available
 from .folder import (

@@ -7,7 +7,7 @@ and augmented and normalised there.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

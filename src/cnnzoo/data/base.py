@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,11 +32,17 @@ class ArrayData:
     def __post_init__(self) -> None:
         images, labels = self.images, self.labels
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise DataError(f"ArrayData.images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
+            raise DataError(
+                f"ArrayData.images must be a uint8 tensor (N, C, H, W); got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
-            raise DataError(f"ArrayData.labels must be int64 of shape ({len(images)},); got {labels.dtype} {tuple(labels.shape)}")
+            raise DataError(
+                f"ArrayData.labels must be int64 of shape ({len(images)},); got {labels.dtype} {tuple(labels.shape)}"
+            )
         if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(self.classes):
-            raise DataError(f"labels run from {int(labels.min())} to {int(labels.max())}, but there are {len(self.classes)} classes")
+            raise DataError(
+                f"labels run from {int(labels.min())} to {int(labels.max())}, but there are {len(self.classes)} classes"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,8 +55,8 @@ class ArrayData:
 class DataSplits:
     """What :func:`load_data` returns: a training split, a held-out split, and what the model must fit."""
 
-    train: Union[ArrayData, "ImageFolderData"]
-    test: Union[ArrayData, "ImageFolderData"]
+    train: ArrayData | ImageFolderData
+    test: ArrayData | ImageFolderData
     classes: list[str]
     name: str  # the kind of data: "mnist5k", "mnist", "cifar10", "folder", "synthetic" ...
     spec: str  # the spec it was loaded from, to load it again (e.g. when resuming)

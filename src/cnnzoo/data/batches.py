@@ -188,7 +188,19 @@ def make_batches(
             augment=augment, ra_reps=ra_reps,
         )  # fmt: skip
     else:
-        batches = LoaderBatches(split, batch_size, device, mean, std, d, train=train, workers=workers, decode=decode, augment=augment, ra_reps=ra_reps)
+        batches = LoaderBatches(
+            split,
+            batch_size,
+            device,
+            mean,
+            std,
+            d,
+            train=train,
+            workers=workers,
+            decode=decode,
+            augment=augment,
+            ra_reps=ra_reps,
+        )
     return ChannelsReversed(batches) if bgr else batches
 
 

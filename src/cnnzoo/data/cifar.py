@@ -84,7 +84,9 @@ def read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarr
         raise DataError(f"{path}: b'data' must be a uint8 array (N, 3072), found a {found}")
     labels = np.asarray(labels)
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: {len(data)} images need {len(data)} integer labels in {label_key!r}, found {labels.dtype} of shape {labels.shape}")
+        raise DataError(
+            f"{path}: {len(data)} images need {len(data)} integer labels in {label_key!r}, found {labels.dtype} of shape {labels.shape}"
+        )
     if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
         raise DataError(f"{path}: labels run from {labels.min()} to {labels.max()}, outside 0..{num_classes - 1}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -102,7 +104,9 @@ def _find_folder(folder: str | Path, marker: str, subfolder: str, what: str) -> 
     for candidate in (folder, folder / subfolder):
         if (candidate / marker).is_file():
             return candidate
-    raise DataError(f"{folder}: no {what} here: expected {folder / marker} or {folder / subfolder / marker}; {DOWNLOAD_HINT}")
+    raise DataError(
+        f"{folder}: no {what} here: expected {folder / marker} or {folder / subfolder / marker}; {DOWNLOAD_HINT}"
+    )
 
 
 def _split(parts: list[tuple[np.ndarray, np.ndarray]], classes: list[str]) -> ArrayData:

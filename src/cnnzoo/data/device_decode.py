@@ -26,7 +26,7 @@ and the crops stay float instead of being rounded to uint8.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -156,9 +156,9 @@ class DeviceDecoder:
 
     # decoding -------------------------------------------------------------------------------------
 
-    def _decode(self, batch: EncodedBatch) -> list[Optional[torch.Tensor]]:
+    def _decode(self, batch: EncodedBatch) -> list[torch.Tensor | None]:
         jpegs = batch.jpegs()
-        decoded_jpegs: list[Optional[torch.Tensor]] = []
+        decoded_jpegs: list[torch.Tensor | None] = []
         if jpegs:
             try:
                 decoded_jpegs = list(decode_jpeg(jpegs, mode=self.mode, device=self.device))
@@ -173,7 +173,7 @@ class DeviceDecoder:
                 images.append(batch.decoded[k].to(self.device, non_blocking=True))
         return images
 
-    def _decode_one(self, data: torch.Tensor, path: str) -> Optional[torch.Tensor]:
+    def _decode_one(self, data: torch.Tensor, path: str) -> torch.Tensor | None:
         """One JPEG the batch decoder refused: alone on the device, else on the CPU, else skipped (or an error)."""
         try:
             return decode_jpeg(data, mode=self.mode, device=self.device)

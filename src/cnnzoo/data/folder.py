@@ -21,7 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset
@@ -101,7 +101,7 @@ class FolderBatch(NamedTuple):
     skipped: int
 
 
-def collate_skip_none(samples: list[Optional[tuple[torch.Tensor, int]]]) -> FolderBatch:
+def collate_skip_none(samples: list[tuple[torch.Tensor, int] | None]) -> FolderBatch:
     """DataLoader ``collate_fn`` for :class:`ImageFolderData`: stacks the good samples, counts the ``None`` ones.
 
     A batch whose every file was unreadable has zero-length ``images`` and ``labels``; skip it.
@@ -202,7 +202,9 @@ class ImageFolderData(Dataset):
         self.strict = strict
         self.max_pixels = max_pixels
         if train:
-            self.transform = v2.Compose([v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+            self.transform = v2.Compose(
+                [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+            )
         else:
             self.transform = self.eval_crop.transform()
 
@@ -225,11 +227,11 @@ class ImageFolderData(Dataset):
     def unreadable(self, path: str, error: ImageReadError) -> None:
         """What a file that does not decode gives: an error with ``strict``, else a warning and ``None`` (skipped)."""
         if self.strict:
-            raise DataError(f"{path}: cannot decode image ({error.reason})") from None
+            raise DataError(f"{path}: cannot decode image: {error.reason}") from None
         warnings.warn(f"skipping unreadable image {path}: {error.reason}", CorruptImageWarning, stacklevel=3)
         return None
 
-    def __getitem__(self, i: int) -> Optional[tuple[torch.Tensor, int]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         path, label = self.samples[i]
         try:
             image = self.decode(path)
@@ -251,7 +253,11 @@ class ImageFolderData(Dataset):
         if bad:
             dropped = set(bad)
             self.samples = [s for s in self.samples if s[0] not in dropped]
-            warnings.warn(f"dropped {len(bad)} unreadable images: {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}", CorruptImageWarning, stacklevel=2)
+            warnings.warn(
+                f"dropped {len(bad)} unreadable images: {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}",
+                CorruptImageWarning,
+                stacklevel=2,
+            )
         return bad
 
 
@@ -279,7 +285,12 @@ def load_folder(
 
 
 def load_eval_folder(
-    folder: str | Path, *, eval_crop: EvalCrop, channels: int = 3, strict: bool = False
+    folder: str | Path,
+    *,
+    eval_crop: EvalCrop,
+    channels: int = 3,
+    strict: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ImageFolderData:
     """The evaluation images of a folder in any layout ImageNet's validation set comes in; no train/ needed.
 
@@ -298,7 +309,9 @@ def load_eval_folder(
         classes, samples = _flat_validation_samples(split, flat)
     else:
         classes, samples = scan_split(split)
-    return ImageFolderData(samples, classes, train=False, channels=channels, strict=strict, eval_crop=eval_crop)
+    return ImageFolderData(
+        samples, classes, train=False, channels=channels, strict=strict, eval_crop=eval_crop, max_pixels=max_pixels
+    )
 
 
 def _find_solution_csv(split: Path) -> Path:

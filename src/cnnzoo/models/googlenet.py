@@ -31,7 +31,15 @@ from ..layers import ConvBNAct
 from ..registry import register_model
 from ._base import FeatureStage, ZooModel, check_options
 
-__all__ = ["NaiveInception", "Inception", "InceptionAux", "GoogLeNet", "GoogLeNetOutputs", "googlenet", "GOOGLENET_CONFIGS"]
+__all__ = [
+    "NaiveInception",
+    "Inception",
+    "InceptionAux",
+    "GoogLeNet",
+    "GoogLeNetOutputs",
+    "googlenet",
+    "GOOGLENET_CONFIGS",
+]
 
 
 # The paper's table 1, keyed by model name, one row per Inception module:
@@ -100,8 +108,12 @@ class NaiveInception(nn.Module):
         super().__init__()
         # Plain conv + bias + ReLU as in the seed (no BN): that is the 2014 design.
         self.branch1 = nn.Sequential(nn.Conv2d(in_channels, ch1x1, kernel_size=1), nn.ReLU(inplace=True))
-        self.branch2 = nn.Sequential(nn.Conv2d(in_channels, ch3x3, kernel_size=3, padding="same"), nn.ReLU(inplace=True))
-        self.branch3 = nn.Sequential(nn.Conv2d(in_channels, ch5x5, kernel_size=5, padding="same"), nn.ReLU(inplace=True))
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(in_channels, ch3x3, kernel_size=3, padding="same"), nn.ReLU(inplace=True)
+        )
+        self.branch3 = nn.Sequential(
+            nn.Conv2d(in_channels, ch5x5, kernel_size=5, padding="same"), nn.ReLU(inplace=True)
+        )
         # Keras' MaxPooling2D(padding='same') pads with -inf, as PyTorch's max-pool padding does.
         self.branch4 = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + in_channels
@@ -255,8 +267,12 @@ class GoogLeNet(ZooModel):
         self.aux1: InceptionAux | None = None
         self.aux2: InceptionAux | None = None
         if aux_logits:
-            self.aux1 = InceptionAux(_out_channels(t["inception4a"]), num_classes, dropout=dropout_aux, conv_block=conv_block)
-            self.aux2 = InceptionAux(_out_channels(t["inception4d"]), num_classes, dropout=dropout_aux, conv_block=conv_block)
+            self.aux1 = InceptionAux(
+                _out_channels(t["inception4a"]), num_classes, dropout=dropout_aux, conv_block=conv_block
+            )
+            self.aux2 = InceptionAux(
+                _out_channels(t["inception4d"]), num_classes, dropout=dropout_aux, conv_block=conv_block
+            )
 
         self.set_head(_out_channels(t["inception5b"]), num_classes, global_pool)
         self.avgpool = self.new_pool()

@@ -82,7 +82,9 @@ INCEPTION_V3_MIN_SIZE = 75
 INCEPTION_V3_AUX_MIN_SIZE = 299
 
 InceptionOutputs = namedtuple("InceptionOutputs", ["logits", "aux_logits"])
-InceptionOutputs.__doc__ = """What Inception v3 returns in training mode with ``aux_logits=True`` (torchvision's field order)."""
+InceptionOutputs.__doc__ = (
+    """What Inception v3 returns in training mode with ``aux_logits=True`` (torchvision's field order)."""
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +154,9 @@ class InceptionA(nn.Module):
     released model, and so torchvision and Keras, keeps a 5x5 branch *and* adds the 3x3-3x3 one.)
     """
 
-    def __init__(self, in_channels: int, pool_features: int, conv_block=BasicConv2d, count_include_pad: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, pool_features: int, conv_block=BasicConv2d, count_include_pad: bool = True
+    ) -> None:
         super().__init__()
         self.count_include_pad = count_include_pad
         self.branch1x1 = conv_block(in_channels, 64, kernel_size=1)
@@ -204,7 +208,9 @@ class InceptionC(nn.Module):
     out. ``channels_7x7`` is the width inside the factorised branches (128, 160, 160, 192).
     """
 
-    def __init__(self, in_channels: int, channels_7x7: int, conv_block=BasicConv2d, count_include_pad: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, channels_7x7: int, conv_block=BasicConv2d, count_include_pad: bool = True
+    ) -> None:
         super().__init__()
         self.count_include_pad = count_include_pad
         c7 = channels_7x7
@@ -586,12 +592,13 @@ def keras_layer_names(model: InceptionV3Keras, keras_model) -> dict[str, str]:
                 f"{path}.conv of {model.model_name} has {want[2]}x{want[3]} from {want[1]} to {want[0]}"
             )
         if inputs_of(norm) != [conv]:
-            raise WeightsError(f"Keras layer {norm.name!r} does not follow {conv.name!r}, as {path}.bn follows {path}.conv")
+            raise WeightsError(
+                f"Keras layer {norm.name!r} does not follow {conv.name!r}, as {path}.bn follows {path}.conv"
+            )
         name_map[conv.name] = f"{path}.conv"
         name_map[norm.name] = f"{path}.bn"
     name_map[denses[0].name] = "predictions"
     return name_map
-
 
 
 def _creation_index(name: str) -> tuple[str, int]:
@@ -621,7 +628,9 @@ def creation_order_name_map(model: nn.Module, layers: Sequence[Any], source: str
     """
     name = getattr(model, "model_name", type(model).__name__)
     convs = sorted((layer for layer in layers if layer.kind == "conv"), key=lambda layer: _creation_index(layer.name))
-    norms = sorted((layer for layer in layers if layer.kind == "batchnorm"), key=lambda layer: _creation_index(layer.name))
+    norms = sorted(
+        (layer for layer in layers if layer.kind == "batchnorm"), key=lambda layer: _creation_index(layer.name)
+    )
     denses = [layer for layer in layers if layer.kind == "dense"]
     with torch.device("meta"):
         full = InceptionV3Keras(in_chans=getattr(model, "in_chans", 3), model_name=name)
@@ -675,7 +684,9 @@ def _build(name: str, num_classes: int, in_chans: int, **options) -> Inception3 
     check_options(name, options, ("aux_logits", "dropout", "global_pool"))
     if num_classes == 0:
         options.setdefault("aux_logits", False)
-    return Inception3(num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options)
+    return Inception3(
+        num_classes, in_chans, model_name=name, min_size=INCEPTION_V3_MIN_SIZE, native_size=299, **options
+    )
 
 
 @register_model(

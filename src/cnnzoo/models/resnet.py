@@ -146,7 +146,9 @@ def cifar_feature_stages() -> list[FeatureStage]:
 def keras_feature_stages(layers: list[int]) -> list[FeatureStage]:
     """conv1_relu (/2), then each stage's last block (Keras' ``conv2_block3_out`` ... is that block's output)."""
     stages, reduction = [FeatureStage("conv1_relu", 64, 2)], 4
-    for stage, (filters, num_blocks, stride) in enumerate(zip(KERAS_FILTERS, layers, KERAS_STRIDES, strict=True), start=2):
+    for stage, (filters, num_blocks, stride) in enumerate(
+        zip(KERAS_FILTERS, layers, KERAS_STRIDES, strict=True), start=2
+    ):
         reduction *= stride
         stages.append(FeatureStage(f"conv{stage}_block{num_blocks}", 4 * filters, reduction))
     return stages
@@ -568,7 +570,11 @@ def _build(name: str, num_classes: int, in_chans: int, **options) -> ResNet | Ci
     """The network of any ResNet in this file, by the table its name is in."""
     if name in RESNET_CONFIGS:
         block = BLOCK_TYPES[RESNET_CONFIGS[name].block]
-        taken = ("zero_init_residual", "stride_in_1x1", "global_pool") if block is Bottleneck else ("zero_init_residual", "global_pool")
+        taken = (
+            ("zero_init_residual", "stride_in_1x1", "global_pool")
+            if block is Bottleneck
+            else ("zero_init_residual", "global_pool")
+        )
         check_options(name, options, taken)  # stride_in_1x1 moves a bottleneck's stride: not for basic blocks
         return ResNet(block, RESNET_CONFIGS[name].layers, num_classes, in_chans, model_name=name, **options)
     if name in CIFAR_RESNET_CONFIGS:

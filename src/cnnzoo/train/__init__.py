@@ -4,6 +4,8 @@
   per-family defaults :data:`FAMILY_DEFAULTS`;
 * :mod:`.distributed`: :class:`Dist` and the torchrun process group;
 * :mod:`.engine`: :func:`train_one_epoch` and :func:`evaluate`, the loss, optimizer and schedule;
+* :mod:`.freeze` (``--freeze-backbone``, ``--freeze``), :mod:`.ema` (``--model-ema``), :mod:`.augmentation`
+  (what the options ask of the data), :mod:`.recipe` (``--recipe``: the presets in ``recipes/*.json``);
 * :mod:`.run`: :func:`train`, the run from a config to a run folder (what it holds: see there).
 
 The batchers that feed the loop are data, in :mod:`cnnzoo.data.batches`; they are re-exported here.
@@ -18,13 +20,31 @@ from importlib import import_module
 # name -> the module that defines it
 _HOMES = {
     **dict.fromkeys(("ArrayBatches", "LoaderBatches", "channel_stats", "make_batches"), "cnnzoo.data.batches"),
-    **dict.fromkeys(("FAMILY_DEFAULTS", "Option", "TrainConfig", "TrainOptionError", "TrainingError", "defaults_for"), ".config"),
-    **dict.fromkeys(("Dist", "all_reduce_sum", "gather_rng_states", "pick_device", "setup_distributed"), ".distributed"),
     **dict.fromkeys(
-        ("AUX_LOSS_WEIGHT", "Learner", "NonFiniteLoss", "_forward_loss", "evaluate", "make_optimizer", "make_scheduler",
-         "param_groups", "train_one_epoch"),
+        ("FAMILY_DEFAULTS", "Option", "TrainConfig", "TrainOptionError", "TrainingError", "defaults_for"), ".config"
+    ),
+    **dict.fromkeys(
+        ("Dist", "all_reduce_sum", "gather_rng_states", "pick_device", "setup_distributed"), ".distributed"
+    ),
+    **dict.fromkeys(
+        (
+            "AUX_LOSS_WEIGHT",
+            "Learner",
+            "NonFiniteLoss",
+            "_forward_loss",
+            "base_lr",
+            "evaluate",
+            "make_optimizer",
+            "make_scheduler",
+            "param_groups",
+            "steps_each_epoch",
+            "train_one_epoch",
+        ),
         ".engine",
     ),  # fmt: skip
+    **dict.fromkeys(("EmaCheckpoints", "ExponentialMovingAverage", "adjusted_decay"), ".ema"),
+    **dict.fromkeys(("Freezing", "classifier_name", "freeze_modules"), ".freeze"),
+    **dict.fromkeys(("PRESET_NAMES", "RecipeError", "read_recipe"), ".recipe"),
     "train": ".run",
 }
 

@@ -126,12 +126,20 @@ def option(default: Any = MISSING, *, default_factory: Any = MISSING, **declared
 @dataclass
 class TrainConfig:
     model: str = option(help="a zoo model name (see cnnzoo list); not needed with --resume", positional=True)
-    data: str | None = option(None, help="mnist5k | mnist:DIR | cifar10:DIR | cifar100:DIR | folder:DIR | synthetic[:N]")
+    data: str | None = option(
+        None, help="mnist5k | mnist:DIR | cifar10:DIR | cifar100:DIR | folder:DIR | synthetic[:N]"
+    )
     epochs: int | None = option(None, help="passes over the training split", min=1)
     batch_size: int | None = option(None, help="per process", min=1)
     lr: float | None = option(None, help="peak learning rate", min=0)
-    opt: str | None = option(None, help="sgd: SGD with momentum (torchvision's sgd); sgd_nesterov: with Nesterov momentum (the default); rmsprop: torchvision's (eps 0.0316, alpha 0.9); adamw", choices=OPTIMIZERS)
-    momentum: float | None = option(None, help="SGD's and RMSprop's momentum, and one-cycle's highest (default 0.9)", min=0, below=1)
+    opt: str | None = option(
+        None,
+        help="sgd: SGD with momentum (torchvision's sgd); sgd_nesterov: with Nesterov momentum (the default); rmsprop: torchvision's (eps 0.0316, alpha 0.9); adamw",
+        choices=OPTIMIZERS,
+    )
+    momentum: float | None = option(
+        None, help="SGD's and RMSprop's momentum, and one-cycle's highest (default 0.9)", min=0, below=1
+    )
     schedule: str | None = option(
         None, flags=("--schedule", "--lr-scheduler"), choices=(*STEP_SCHEDULES, *EPOCH_SCHEDULES, "plateau"),
         help="learning rate: cnnzoo's, per step: cosine decay, one-cycle, or /10 at 1/2 and 3/4 of the steps (step); "
@@ -139,43 +147,122 @@ class TrainConfig:
         "exponentiallr (x --lr-gamma each epoch); plateau: x --lr-gamma when the held-out accuracy stops improving for --lr-patience epochs",
     )  # fmt: skip
     warmup: int | None = option(None, flags=("--warmup", "--lr-warmup-epochs"), help="epochs of warm-up", min=0)
-    lr_warmup_method: str | None = option(None, help="warm-up from --lr-warmup-decay x lr: rising to lr (linear, the default) or held there (constant)", choices=("linear", "constant"))
-    lr_warmup_decay: float | None = option(None, help="the warm-up's starting factor (default: torchvision's 0.01 for its per-epoch schedules, 0 for cnnzoo's per-step ones)", min=0, max=1)
+    lr_warmup_method: str | None = option(
+        None,
+        help="warm-up from --lr-warmup-decay x lr: rising to lr (linear, the default) or held there (constant)",
+        choices=("linear", "constant"),
+    )
+    lr_warmup_decay: float | None = option(
+        None,
+        help="the warm-up's starting factor (default: torchvision's 0.01 for its per-epoch schedules, 0 for cnnzoo's per-step ones)",
+        min=0,
+        max=1,
+    )
     lr_step_size: int | None = option(None, help="steplr: epochs between decays (default 30)", min=1)
-    lr_gamma: float | None = option(None, help="steplr, exponentiallr, plateau: the factor of each decay (default 0.1)", min=0, max=1)
+    lr_gamma: float | None = option(
+        None, help="steplr, exponentiallr, plateau: the factor of each decay (default 0.1)", min=0, max=1
+    )
     lr_min: float | None = option(None, help="cosineannealinglr: the last learning rate (default 0)", min=0)
-    lr_patience: int | None = option(None, help="plateau: epochs without a better held-out accuracy before a decay (default 10, torch's)", min=0)
-    iterations: int | None = option(None, help="train for this many optimizer steps in all (He et al.'s 64k) instead of --epochs; the epochs follow from the data", min=1)
+    lr_patience: int | None = option(
+        None, help="plateau: epochs without a better held-out accuracy before a decay (default 10, torch's)", min=0
+    )
+    iterations: int | None = option(
+        None,
+        help="train for this many optimizer steps in all (He et al.'s 64k) instead of --epochs; the epochs follow from the data",
+        min=1,
+    )
     label_smoothing: float | None = option(None, help="label smoothing of the cross-entropy loss", min=0, below=1)
-    weight_decay: float | None = option(None, help="on weights; biases and normalisation layers: see --norm-weight-decay", min=0)
-    norm_weight_decay: float | None = option(None, help="weight decay of normalisation layers' parameters (default: 0, with biases 0 too; given it or --bias-weight-decay, the other one takes --weight-decay, as in torchvision)", min=0)
-    bias_weight_decay: float | None = option(None, help="weight decay of every parameter named bias (default: see --norm-weight-decay)", min=0)
-    clip_grad_norm: float | None = option(None, help="clip the gradients' total norm to this (default: no clipping)", min=0)
-    accum_steps: int | None = option(None, help="gradient accumulation: one optimizer step per this many batches (default 1)", min=1)
+    weight_decay: float | None = option(
+        None, help="on weights; biases and normalisation layers: see --norm-weight-decay", min=0
+    )
+    norm_weight_decay: float | None = option(
+        None,
+        help="weight decay of normalisation layers' parameters (default: 0, and biases 0 too; given this or --bias-weight-decay, torchvision's rules: the other unset, norm layers decay like the weights, biases like their layer)",
+        min=0,
+    )
+    bias_weight_decay: float | None = option(
+        None,
+        help="weight decay of every parameter named bias, BatchNorm's too (default: see --norm-weight-decay)",
+        min=0,
+    )
+    clip_grad_norm: float | None = option(
+        None, help="clip the gradients' total norm to this (default: no clipping)", min=0
+    )
+    accum_steps: int | None = option(
+        None, help="gradient accumulation: one optimizer step per this many batches (default 1)", min=1
+    )
     # fine-tuning
-    freeze_backbone: bool | None = option(None, help="train the classifier only (get_classifier(); auxiliary heads too): the rest gets no gradient and no weight decay, its BatchNorm keeps its statistics")
-    freeze: str | None = option(None, help="freeze the modules under these names, e.g. conv1,bn1,layer1 (as --freeze-backbone)", metavar="PREFIX[,PREFIX]")
-    lr_head_scale: float | None = option(None, help="the classifier's learning rate is this times --lr (default 1)", min=0)
+    freeze_backbone: bool | None = option(
+        None,
+        help="train the classifier only (get_classifier(); auxiliary heads too): the rest gets no gradient and no weight decay, its BatchNorm keeps its statistics",
+    )
+    freeze: str | None = option(
+        None,
+        help="freeze the modules under these names, e.g. conv1,bn1,layer1 (as --freeze-backbone)",
+        metavar="PREFIX[,PREFIX]",
+    )
+    lr_head_scale: float | None = option(
+        None, help="the classifier's learning rate is this times --lr (default 1)", min=0
+    )
     # augmentation (torchvision's reference names)
-    mixup_alpha: float | None = option(None, help="MixUp of batch pairs with Beta(alpha, alpha) weights, soft targets (default 0: off)", min=0)
-    cutmix_alpha: float | None = option(None, help="CutMix of batch pairs with Beta(alpha, alpha) areas (default 0: off); with --mixup-alpha each batch takes one of the two", min=0)
-    auto_augment: str | None = option(None, help="an augmentation policy per image: ta_wide (TrivialAugmentWide), ra (RandAugment), augmix, imagenet (AutoAugment's); none (default)", choices=("none", *AUTO_AUGMENT_POLICIES))
+    mixup_alpha: float | None = option(
+        None, help="MixUp of batch pairs with Beta(alpha, alpha) weights, soft targets (default 0: off)", min=0
+    )
+    cutmix_alpha: float | None = option(
+        None,
+        help="CutMix of batch pairs with Beta(alpha, alpha) areas (default 0: off); with --mixup-alpha each batch takes one of the two",
+        min=0,
+    )
+    auto_augment: str | None = option(
+        None,
+        help="an augmentation policy per image: ta_wide (TrivialAugmentWide), ra (RandAugment), augmix, imagenet (AutoAugment's); none (default)",
+        choices=("none", *AUTO_AUGMENT_POLICIES),
+    )
     ra_magnitude: int | None = option(None, help="RandAugment's magnitude, of 31 bins (default 9)", min=0, below=31)
     augmix_severity: int | None = option(None, help="AugMix's severity (default 3)", min=1, max=10)
-    random_erase: float | None = option(None, help="RandomErasing's probability per image, after normalisation (default 0)", min=0, max=1)
-    scale_jitter: str | None = option(None, help="image folders: resize the shorter side to a random size in [MIN, MAX], then a random crop (VGG's scale jittering) instead of RandomResizedCrop", metavar="MIN,MAX")
+    random_erase: float | None = option(
+        None, help="RandomErasing's probability per image, after normalisation (default 0)", min=0, max=1
+    )
+    scale_jitter: str | None = option(
+        None,
+        help="image folders: resize the shorter side to a random size in [MIN, MAX], then a random crop (VGG's scale jittering) instead of RandomResizedCrop",
+        metavar="MIN,MAX",
+    )
     train_crop_size: int | None = option(None, help="image folders: the training crop (default --image-size)", min=1)
-    val_resize_size: int | None = option(None, help="image folders: evaluation resizes the shorter side to this (default --val-crop-size / 0.875)", min=1)
-    val_crop_size: int | None = option(None, help="image folders: evaluation's centre crop (default --image-size)", min=1)
-    interpolation: str | None = option(None, help="image folders' resizing and the policies' geometric operations (default bilinear)", choices=("nearest", "bilinear", "bicubic"))
-    ra_sampler: bool | None = option(None, help="repeated augmentation: each image --ra-reps times an epoch, its copies spread over the processes (torchvision's RASampler)")
+    val_resize_size: int | None = option(
+        None, help="image folders: evaluation resizes the shorter side to this (default --val-crop-size / 0.875)", min=1
+    )
+    val_crop_size: int | None = option(
+        None, help="image folders: evaluation's centre crop (default --image-size)", min=1
+    )
+    interpolation: str | None = option(
+        None,
+        help="image folders' resizing and the policies' geometric operations (default bilinear)",
+        choices=("nearest", "bilinear", "bicubic"),
+    )
+    ra_sampler: bool | None = option(
+        None,
+        help="repeated augmentation: each image --ra-reps times an epoch, its copies spread over the processes (torchvision's RASampler)",
+    )
     ra_reps: int | None = option(None, help="the repeated-augmentation sampler's repetitions (default 3)", min=1)
-    model_ema: bool | None = option(None, help="keep an exponential moving average of the weights: evaluated beside them each epoch, what eval, predict and export use")
-    model_ema_steps: int | None = option(None, help="update the EMA every this many optimizer steps (default 32)", min=1)
-    model_ema_decay: float | None = option(None, help="EMA decay, adjusted for batch size, processes, steps and epochs as torchvision's references do (default 0.99998)", min=0, max=1)
+    model_ema: bool | None = option(
+        None,
+        help="keep an exponential moving average of the weights: evaluated beside them each epoch, what eval, predict and export use",
+    )
+    model_ema_steps: int | None = option(
+        None, help="update the EMA every this many optimizer steps (default 32)", min=1
+    )
+    model_ema_decay: float | None = option(
+        None,
+        help="EMA decay, adjusted for batch size, processes, steps and epochs as torchvision's references do (default 0.99998)",
+        min=0,
+        max=1,
+    )
     aug_pad: int | None = option(None, help="in-memory data: random shifts of up to this many pixels", min=0, cli=False)
     aug_flip: bool | None = option(None, help="in-memory data: random horizontal flips", cli=False)
-    amp: str | None = option(None, help="mixed-precision autocast (default: bf16 on CUDA, none on CPU)", choices=("bf16", "fp16", "none"))
+    amp: str | None = option(
+        None, help="mixed-precision autocast (default: bf16 on CUDA, none on CPU)", choices=("bf16", "fp16", "none")
+    )
     # None: on (off for LeNet; see FAMILY_DEFAULTS and fast.training_defaults)
     channels_last: bool | None = option(None, help="NHWC memory format (default: on, except for LeNet-5)")
     # None: on a GPU yes (1.45x for resnet50 on an H200), on the CPU no
@@ -185,24 +272,55 @@ class TrainConfig:
     deterministic: bool = option(False, help="deterministic kernels: a resumed run ends bitwise equal (CPU)")
     out: str | None = option(None, help="run folder (default runs/MODEL-DATE-TIME)")
     resume: str | None = option(None, help="continue a run from its last checkpoint", metavar="RUN_DIR")
-    weights: str | None = option(None, help="start from these weights: a cnnzoo checkpoint or run folder, a torchvision/timm state dict, a Keras .h5/.weights.h5/.keras file, or an http(s) URL with --sha256")
+    weights: str | None = option(
+        None,
+        help="start from these weights: a cnnzoo checkpoint or run folder, a torchvision/timm state dict, a Keras .h5/.weights.h5/.keras file, or an http(s) URL with --sha256",
+    )
     sha256: str | None = option(None, help="check the --weights file's SHA-256 (or a prefix of 8+ hex digits) first")
     reset_head: bool = option(False, help="--weights with another class count: load all but the classifier")
     # True: the model's default published weights; a tag ("IMAGENET1K_V1"): those (MODEL.TAG on the command line)
-    pretrained: bool | str = option(False, help="fine-tune the model's published weights (cnnzoo weights list MODEL; name others as MODEL.TAG): the classifier is replaced for the data's classes, and the weights' normalisation and evaluation crop are used")
+    pretrained: bool | str = option(
+        False,
+        help="fine-tune the model's published weights (cnnzoo weights list MODEL; name others as MODEL.TAG): the classifier is replaced for the data's classes, and the weights' normalisation and evaluation crop are used",
+    )
     image_size: int | None = option(None, help="resize / crop images to this size", min=1)
-    workers: int | None = option(None, help="decoding processes for folder data (default: 4; on a GPU one per core, up to 16)", min=0)
+    workers: int | None = option(
+        None, help="decoding processes for folder data (default: 4; on a GPU one per core, up to 16)", min=0
+    )
     # "auto" is workers: measured faster on an H200 with 16 cores (see data.device_decode.check_decode_option)
-    decode: str = option("auto", help="folder data: decode JPEGs in the worker processes (CPU; auto) or in batches on the device (nvJPEG on a GPU, for few cores per GPU)", choices=("auto", "workers", "device"))
+    decode: str = option(
+        "auto",
+        help="folder data: decode JPEGs in the worker processes (CPU; auto) or in batches on the device (nvJPEG on a GPU, for few cores per GPU)",
+        choices=("auto", "workers", "device"),
+    )
     strict: bool = option(False, help="stop at a corrupt image instead of skipping it")
     # PIL's Image.MAX_IMAGE_PIXELS (cnnzoo.data.images.DEFAULT_MAX_PIXELS), written out: the CLI's --help imports no PIL
-    max_image_pixels: int = option(89_478_485, help="folder data: an image whose header promises more pixels (width x height) is skipped unread, as a corrupt one is, a guard against decompression bombs; 0: no limit", min=0)
+    max_image_pixels: int = option(
+        89_478_485,
+        help="folder data: an image whose header promises more pixels (width x height) is skipped unread, as a corrupt one is, a guard against decompression bombs; 0: no limit",
+        min=0,
+    )
     sync_bn: bool = option(False, help="SyncBatchNorm across processes")
     progress: bool = option(True, help="no progress bar (one line per epoch only)", flags=("--no-progress",))
-    model_options: dict[str, Any] = option(default_factory=dict, help="model option, e.g. --option aux_logits=true", flags=("--option",), metavar="KEY=VALUE")
+    model_options: dict[str, Any] = option(
+        default_factory=dict,
+        help="model option, e.g. --option aux_logits=true",
+        flags=("--option",),
+        metavar="KEY=VALUE",
+    )
     # recipes: presets of the options above, as data (train/recipes/*.json), or a file of one's own
-    recipe: str | None = option(None, help="start from a recipe: a preset (" + ", ".join(PRESET_NAMES) + ") or a .json/.yaml file; options given here win", metavar="NAME|FILE")
-    recipe_content: dict[str, Any] = option(default_factory=dict, help="the recipe as it was read (saved in config.json, so a run resumes without the file)", cli=False)
+    recipe: str | None = option(
+        None,
+        help="start from a recipe: a preset ("
+        + ", ".join(PRESET_NAMES)
+        + ") or a .json/.yaml file; options given here win",
+        metavar="NAME|FILE",
+    )
+    recipe_content: dict[str, Any] = option(
+        default_factory=dict,
+        help="the recipe as it was read (saved in config.json, so a run resumes without the file)",
+        cli=False,
+    )
     print_config: bool = option(False, help="print the resolved configuration as JSON and exit without training")
 
     def resolved(self) -> TrainConfig:
@@ -238,12 +356,13 @@ class TrainConfig:
 
 
 def _norm_and_bias_decay(cfg: TrainConfig) -> tuple[float | None, float | None]:
-    """cnnzoo's default is no decay on biases and normalisation layers; given either, the other one decays like
-    the weights (torchvision's ``set_weight_decay``: None there means ``--weight-decay``)."""
+    """cnnzoo's default is no decay on biases and normalisation layers (0 and 0). Given either, torchvision's
+    ``set_weight_decay``: normalisation layers without ``--norm-weight-decay`` decay like the weights, and
+    without ``--bias-weight-decay`` (None) biases have no rule of their own: they decay as their layer does."""
     norm, bias = cfg.norm_weight_decay, cfg.bias_weight_decay
     if norm is None and bias is None:
         return 0.0, 0.0
-    return (cfg.weight_decay if norm is None else norm), (cfg.weight_decay if bias is None else bias)
+    return (cfg.weight_decay if norm is None else norm), bias
 
 
 def _read_checked_recipe(name: str) -> dict[str, Any]:
@@ -257,10 +376,14 @@ def _read_checked_recipe(name: str) -> dict[str, Any]:
         d = declared.get(key)
         if d is None or key in ("recipe", "recipe_content") or key in METADATA_KEYS:
             close = get_close_matches(key, [n for n, x in declared.items() if x.optional], n=3)
-            hint = f"; did you mean {' or '.join(close)}?" if close else " (see cnnzoo train --print-config for the names)"
+            hint = (
+                f"; did you mean {' or '.join(close)}?" if close else " (see cnnzoo train --print-config for the names)"
+            )
             raise TrainingError(f"recipe {name}: unknown option {key!r}{hint}")
         if not d.optional:
-            raise TrainingError(f"recipe {name}: {key} cannot be set by a recipe (only options whose default is unset); give it on the command line")
+            raise TrainingError(
+                f"recipe {name}: {key} cannot be set by a recipe (only options whose default is unset); give it on the command line"
+            )
         allowed = d.kind_problem(value) or d.problem(value)
         if allowed is not None:
             raise TrainOptionError(f"recipe {name}: {key}", value, allowed)
@@ -327,6 +450,8 @@ def declared_options() -> tuple[Declared, ...]:
         args = typing.get_args(hint) if isinstance(hint, types.UnionType) else ()
         kind = next((a for a in args if a is not type(None)), hint)
         kind = typing.get_origin(kind) or kind  # dict[str, Any] -> dict
-        default = f.default_factory() if f.default_factory is not MISSING else None if f.default is MISSING else f.default
+        default = (
+            f.default_factory() if f.default_factory is not MISSING else None if f.default is MISSING else f.default
+        )
         out.append(Declared(f.name, kind, type(None) in args, default, f.metadata["option"]))
     return tuple(out)

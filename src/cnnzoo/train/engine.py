@@ -40,7 +40,6 @@ class NonFiniteLoss(TrainingError):
         super().__init__(f"the loss became NaN or infinite in epoch {epoch + 1} (step {step}, lr {lr:.4g})")
 
 
-
 def training_defaults(device: torch.device | str) -> dict[str, Any]:
     """The settings that make training fast on ``device``, as measured (benchmarks/RESULTS.md).
 
@@ -74,14 +73,14 @@ NORM_LAYERS = (
 
 
 def param_groups(
-    model: nn.Module, weight_decay: float, *, norm_weight_decay: float = 0.0, bias_weight_decay: float = 0.0,
+    model: nn.Module, weight_decay: float, *, norm_weight_decay: float = 0.0, bias_weight_decay: float | None = 0.0,
     head: nn.Module | None = None, lr_head_scale: float = 1.0,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The trainable parameters in optimizer groups, each with its ``weight_decay`` and ``lr_scale``.
 
     The decay follows torchvision's ``set_weight_decay``: a parameter named ``bias`` takes
-    ``bias_weight_decay``, any other of a normalisation layer ``norm_weight_decay``, the rest
-    ``weight_decay`` (cnnzoo's default, both 0: no decay on biases and BatchNorm, decaying them only hurts).
+    ``bias_weight_decay`` (None: no rule for biases), any other of a normalisation layer ``norm_weight_decay``,
+    the rest ``weight_decay`` (cnnzoo's default, both 0: no decay on biases and BatchNorm, decaying them only hurts).
     With ``lr_head_scale`` other than 1 the parameters of ``head`` form groups of their own whose rate is
     that many times the others'. Frozen parameters (``requires_grad=False``) are in no group; empty
     groups are left out.
@@ -93,7 +92,10 @@ def param_groups(
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            decay = bias_weight_decay if name == "bias" else norm_weight_decay if isinstance(module, NORM_LAYERS) else weight_decay
+            if name == "bias" and bias_weight_decay is not None:
+                decay = bias_weight_decay
+            else:
+                decay = norm_weight_decay if isinstance(module, NORM_LAYERS) else weight_decay
             scale = lr_head_scale if id(p) in in_head else 1.0
             groups.setdefault((scale, decay), []).append(p)
         for child in module.children():
@@ -105,10 +107,12 @@ def param_groups(
     return [dict(params=ps, weight_decay=decay, lr_scale=scale) for (scale, decay), ps in ordered]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device, head: nn.Module | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, cfg: TrainConfig, device: torch.device, head: nn.Module | None = None
+) -> torch.optim.Optimizer:
     """The optimizer over what trains (see :func:`param_groups`), each group at ``cfg.lr`` times its ``lr_scale``."""
     groups = param_groups(
-        model, cfg.weight_decay, norm_weight_decay=cfg.norm_weight_decay or 0.0, bias_weight_decay=cfg.bias_weight_decay or 0.0,
+        model, cfg.weight_decay, norm_weight_decay=cfg.norm_weight_decay or 0.0, bias_weight_decay=cfg.bias_weight_decay,
         head=head, lr_head_scale=cfg.lr_head_scale if cfg.lr_head_scale is not None else 1.0,
     )  # fmt: skip
     if not groups:
@@ -122,7 +126,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device, hea
         if cfg.opt == "sgd_nesterov" and momentum == 0:
             raise TrainingError("--opt sgd_nesterov needs --momentum above 0 (or use --opt sgd)")
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=momentum, nesterov=cfg.opt == "sgd_nesterov", **fused)
-    if cfg.opt == "rmsprop":  # torchvision's references: eps 0.0316 and alpha 0.9, as TensorFlow's RMSProp in the papers
+    if (
+        cfg.opt == "rmsprop"
+    ):  # torchvision's references: eps 0.0316 and alpha 0.9, as TensorFlow's RMSProp in the papers
         return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=momentum, eps=0.0316, alpha=0.9, foreach=True)
     if cfg.opt == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
@@ -136,8 +142,12 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     warm = min(cfg.warmup * steps_per_epoch, total - 1)
     if cfg.schedule == "plateau":
         if cfg.warmup:
-            raise TrainingError("--lr-scheduler plateau takes no warm-up: drop --lr-warmup-epochs (or pick another schedule)")
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.lr_gamma, patience=cfg.lr_patience)
+            raise TrainingError(
+                "--lr-scheduler plateau takes no warm-up: drop --lr-warmup-epochs (or pick another schedule)"
+            )
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=cfg.lr_gamma, patience=cfg.lr_patience
+        )
     if cfg.schedule == "onecycle" and total >= 4:  # each of its two phases needs a step or more
         pct = min(max(warm / total, 0.25, 2 / total), (total - 2) / total)
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
@@ -149,7 +159,9 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     if cfg.schedule in EPOCH_SCHEDULES:
         return torch.optim.lr_scheduler.LambdaLR(opt, _epoch_factor(cfg, steps_per_epoch))
     if cfg.schedule not in STEP_SCHEDULES:
-        raise TrainingError(f"unknown schedule {cfg.schedule!r}: use {', '.join((*STEP_SCHEDULES, *EPOCH_SCHEDULES, 'plateau'))}")
+        raise TrainingError(
+            f"unknown schedule {cfg.schedule!r}: use {', '.join((*STEP_SCHEDULES, *EPOCH_SCHEDULES, 'plateau'))}"
+        )
     start = cfg.lr_warmup_decay or 0.0
 
     def factor(step: int) -> float:
@@ -228,7 +240,9 @@ class Learner:
     max_steps: int | None = None
 
 
-def train_one_epoch(learner: Learner, batches, d: Dist, *, epoch: int, epochs: int, step: int, seed: int, progress: bool) -> tuple[dict[str, float], int]:
+def train_one_epoch(
+    learner: Learner, batches, d: Dist, *, epoch: int, epochs: int, step: int, seed: int, progress: bool
+) -> tuple[dict[str, float], int]:
     """Train on every batch of epoch ``epoch``; the loss, accuracy, image count (all ranks) and seconds, and
     the step counter after it. Raises :class:`NonFiniteLoss` as soon as a progress refresh or the epoch's
     end sees a NaN or infinite loss. Soft targets (MixUp, CutMix) count as their largest class."""
@@ -254,7 +268,9 @@ def train_one_epoch(learner: Learner, batches, d: Dist, *, epoch: int, epochs: i
             if steps_now:
                 _optimizer_step(lrn)
                 if lrn.ema is not None:
-                    lrn.ema.step(unwrap(lrn.net), step - first, every=lrn.ema_steps, epoch=epoch, warmup_epochs=lrn.warmup_epochs)
+                    lrn.ema.step(
+                        unwrap(lrn.net), step - first, every=lrn.ema_steps, epoch=epoch, warmup_epochs=lrn.warmup_epochs
+                    )
                 step += 1
             # Accumulate on the device; the host reads these only at refreshes (no sync per step).
             hard = y if y.dim() == 1 else y.argmax(1)
@@ -298,7 +314,17 @@ def _no_sync(net: nn.Module, *, skip: bool):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, num_classes: int, d: Dist, *, amp_dtype=None, channels_last=False, epoch: int = 0, seed: int = 0) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    batches,
+    num_classes: int,
+    d: Dist,
+    *,
+    amp_dtype=None,
+    channels_last=False,
+    epoch: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Loss, top-1, top-5 and the confusion matrix over a split; every sample counted exactly once."""
     was_training = model.training
     model.eval()
@@ -313,12 +339,16 @@ def evaluate(model: nn.Module, batches, num_classes: int, d: Dist, *, amp_dtype=
             logits = model(x)
         logits = logits.float()
         top = logits.topk(k, dim=1).indices
-        sums += torch.stack([
-            F.cross_entropy(logits, y, reduction="sum").double(),
-            (top[:, 0] == y).sum().double(),
-            (top == y[:, None]).any(dim=1).sum().double(),
-        ])
-        confusion += torch.bincount(y * num_classes + top[:, 0], minlength=num_classes**2).view(num_classes, num_classes)
+        sums += torch.stack(
+            [
+                F.cross_entropy(logits, y, reduction="sum").double(),
+                (top[:, 0] == y).sum().double(),
+                (top == y[:, None]).any(dim=1).sum().double(),
+            ]
+        )
+        confusion += torch.bincount(y * num_classes + top[:, 0], minlength=num_classes**2).view(
+            num_classes, num_classes
+        )
     all_reduce_sum(sums, d)
     all_reduce_sum(confusion, d)
     model.train(was_training)
@@ -326,7 +356,14 @@ def evaluate(model: nn.Module, batches, num_classes: int, d: Dist, *, amp_dtype=
     count = int(confusion.sum())
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1)).tolist()
     n = max(count, 1)
-    return dict(loss=loss / n, top1=top1 / n, top5=top5 / n, count=count, per_class=per_class, confusion=confusion.cpu().tolist())
+    return dict(
+        loss=loss / n,
+        top1=top1 / n,
+        top5=top5 / n,
+        count=count,
+        per_class=per_class,
+        confusion=confusion.cpu().tolist(),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,7 +381,9 @@ class _Bar:
     def __enter__(self):
         from rich.console import Console
 
-        if self.enabled and Console(stderr=True).is_terminal:  # a live bar only on a terminal; logs get one line per epoch
+        if (
+            self.enabled and Console(stderr=True).is_terminal
+        ):  # a live bar only on a terminal; logs get one line per epoch
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,

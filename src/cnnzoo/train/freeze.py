@@ -60,7 +60,11 @@ def freeze_modules(model: nn.Module, *, backbone: bool, prefixes: str | None) ->
     for p in wanted:
         if not any(_under(n, p) for n in names):
             top = ", ".join(n for n, _ in model.named_children())
-            raise TrainOptionError("--freeze", p, f"a module name of {type(model).__name__}, e.g. one of {top}")
+            raise TrainOptionError(
+                "--freeze",
+                p,
+                f"a module name of {getattr(model, 'model_name', type(model).__name__)}, e.g. one of {top}",
+            )
     keep = [classifier_name(model), *getattr(model, "aux_heads", ())] if backbone else []
 
     def frozen(name: str) -> bool:

@@ -45,7 +45,6 @@ from .augmentation import batch_augment, folder_sizes, set_train_transform
 from .config import TrainConfig, TrainingError, declared_options
 from .distributed import Dist, gather_rng_states, pick_device, setup_distributed
 from .ema import EmaCheckpoints, ExponentialMovingAverage, adjusted_decay, raw_weights_of
-from .freeze import Freezing, classifier_name, freeze_modules
 from .engine import (
     AUX_LOSS_WEIGHT,
     Learner,
@@ -58,6 +57,7 @@ from .engine import (
     train_one_epoch,
     training_defaults,
 )
+from .freeze import Freezing, classifier_name, freeze_modules
 
 __all__ = ["train"]
 
@@ -121,7 +121,15 @@ class _Run:
         """The test split through ``net`` (default: the network as trained; the EMA's module for its figures)."""
         lrn = self.learner
         net = lrn.net if net is None else net
-        return evaluate(net, self.test_batches, len(self.data.classes), self.d, amp_dtype=lrn.amp_dtype, channels_last=lrn.channels_last, **seeding)
+        return evaluate(
+            net,
+            self.test_batches,
+            len(self.data.classes),
+            self.d,
+            amp_dtype=lrn.amp_dtype,
+            channels_last=lrn.channels_last,
+            **seeding,
+        )
 
 
 def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
@@ -140,7 +148,9 @@ def _train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     progress = _restore(learner, resume_state, d)
     if learner.ema is not None and weights_path is not None:  # the checkpoint's weights file holds the EMA
         load_weights(learner.ema.module, weights_path)
-    run = _Run(cfg, d, data, model, model_args, train_batches, test_batches, learner, progress, EmaCheckpoints(Path(cfg.out)))
+    run = _Run(
+        cfg, d, data, model, model_args, train_batches, test_batches, learner, progress, EmaCheckpoints(Path(cfg.out))
+    )
     if d.main:
         run.writer = _open_run_folder(run, device, fresh=resume_state is None)
     # The epoch loop: train, evaluate, checkpoint, log.
@@ -178,7 +188,9 @@ def _settle_config(cfg: TrainConfig) -> tuple[TrainConfig, Path | None, dict[str
                 f"{cfg.resume} was started for {saved['epochs']} epochs and resumes with the learning-rate schedule of that "
                 f"length; to train further, start a new run from its weights: cnnzoo train {saved['model']} --weights {cfg.resume} --epochs {cfg.epochs}"
             )
-        if "recipe" not in saved and saved.get("opt") == "sgd":  # written before "sgd" meant torchvision's (no Nesterov)
+        if (
+            "recipe" not in saved and saved.get("opt") == "sgd"
+        ):  # written before "sgd" meant torchvision's (no Nesterov)
             saved["opt"] = "sgd_nesterov"
         _refuse_conflicts(cfg, saved)
         cfg = _validated_run_config(TrainConfig(**{**saved, **keep, "resume": cfg.resume, "out": cfg.resume}))
@@ -188,7 +200,9 @@ def _settle_config(cfg: TrainConfig) -> tuple[TrainConfig, Path | None, dict[str
     cfg = _with_absolute_paths(cfg.resolved())
     safe_output(cfg.out, kind="folder")  # a file, a place under a file, a folder not writable: refused before any work
     if resume_state is None and not cfg.resume and (Path(cfg.out) / "config.json").exists():
-        raise TrainingError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, or pass another --out (nothing was changed)")
+        raise TrainingError(
+            f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, or pass another --out (nothing was changed)"
+        )
     return cfg, weights_path, resume_state
 
 
@@ -238,7 +252,9 @@ def _with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
         return path if path is None or "://" in path else os.path.abspath(os.path.expanduser(path))
 
     data = absolute_spec(cfg.data) if cfg.data else cfg.data
-    return dataclasses.replace(cfg, data=data, out=absolute(cfg.out), weights=absolute(cfg.weights), resume=absolute(cfg.resume))
+    return dataclasses.replace(
+        cfg, data=data, out=absolute(cfg.out), weights=absolute(cfg.weights), resume=absolute(cfg.resume)
+    )
 
 
 def _with_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig:
@@ -251,7 +267,11 @@ def _with_device_defaults(cfg: TrainConfig, device: torch.device) -> TrainConfig
         amp=cfg.amp or fast["amp"] or "none",
         channels_last=fast["channels_last"] if cfg.channels_last is None else cfg.channels_last,
         compile=fast["compile"] if cfg.compile is None else cfg.compile,
-        workers=cfg.workers if cfg.workers is not None else min(16, os.cpu_count() or 1) if device.type == "cuda" else 4,
+        workers=cfg.workers
+        if cfg.workers is not None
+        else min(16, os.cpu_count() or 1)
+        if device.type == "cuda"
+        else 4,
     )
 
 
@@ -284,7 +304,14 @@ def _load_data(cfg: TrainConfig) -> _Data:
     # --train-crop-size, --val-resize-size, --val-crop-size, --interpolation: the folder's training and evaluation crops
     image_size, eval_crop = folder_sizes(cfg, image_size, eval_crop, folder=not _is_array_spec(cfg.data), log=_log)
     max_pixels = cfg.max_image_pixels or None  # 0: no limit
-    splits = datalib.load_data(cfg.data, channels=in_chans, image_size=image_size, strict=cfg.strict, eval_crop=eval_crop, max_pixels=max_pixels)
+    splits = datalib.load_data(
+        cfg.data,
+        channels=in_chans,
+        image_size=image_size,
+        strict=cfg.strict,
+        eval_crop=eval_crop,
+        max_pixels=max_pixels,
+    )
     set_train_transform(cfg, splits)  # --auto-augment, --scale-jitter: torchvision's per-image transforms
     _check_image_size(cfg, splits.image_size)
     _check_classes(cfg, splits.classes)
@@ -294,7 +321,9 @@ def _load_data(cfg: TrainConfig) -> _Data:
     return _Data(splits, info, in_chans, list(splits.classes), mean, std, order, entry, eval_crop)
 
 
-def _build_model(cfg: TrainConfig, data: _Data, device: torch.device, d: Dist, resume_weights: Path | None) -> tuple[nn.Module, dict[str, Any]]:
+def _build_model(
+    cfg: TrainConfig, data: _Data, device: torch.device, d: Dist, resume_weights: Path | None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The model with its starting weights (a checkpoint's when resuming, else --weights or fresh), on the
     device, and the arguments that rebuild it (saved with every checkpoint)."""
     in_chans, image_size = data.in_chans, data.splits.image_size
@@ -332,7 +361,9 @@ def _make_batchers(cfg: TrainConfig, data: _Data, device: torch.device, d: Dist)
     augment = batch_augment(cfg, len(data.classes), pixels_here=in_memory or cfg.decode == "device")
     ra_reps = cfg.ra_reps if cfg.ra_sampler else 0
     if ra_reps and _count(data.splits.train) < 256:
-        raise TrainingError(f"--ra-sampler keeps floor(N / 256) * 256 training images an epoch (torchvision's RASampler); {cfg.data!r} has {_count(data.splits.train)}")
+        raise TrainingError(
+            f"--ra-sampler keeps floor(N / 256) * 256 training images an epoch (torchvision's RASampler); {cfg.data!r} has {_count(data.splits.train)}"
+        )
 
     def batches(split, train: bool):
         return make_batches(
@@ -342,13 +373,21 @@ def _make_batchers(cfg: TrainConfig, data: _Data, device: torch.device, d: Dist)
 
     train_batches, test_batches = batches(data.splits.train, True), batches(data.splits.test, False)
     if len(train_batches) == 0:
-        raise TrainingError(f"the training split of {cfg.data!r} has {train_batches.per_rank} images per process, fewer than one batch of {cfg.batch_size}; lower --batch-size")
+        raise TrainingError(
+            f"the training split of {cfg.data!r} has {train_batches.per_rank} images per process, fewer than one batch of {cfg.batch_size}; lower --batch-size"
+        )
     return train_batches, test_batches
 
 
-def _build_learner(model: nn.Module, cfg: TrainConfig, info: ModelInfo, device: torch.device, d: Dist, batches_per_epoch: int) -> Learner:
+def _build_learner(
+    model: nn.Module, cfg: TrainConfig, info: ModelInfo, device: torch.device, d: Dist, batches_per_epoch: int
+) -> Learner:
     """Freezing (before DDP sees the parameters), optimizer, schedule, scaler, the wrapped network and the EMA."""
-    freezing = freeze_modules(model, backbone=bool(cfg.freeze_backbone), prefixes=cfg.freeze) if cfg.freeze_backbone or cfg.freeze else Freezing()
+    freezing = (
+        freeze_modules(model, backbone=bool(cfg.freeze_backbone), prefixes=cfg.freeze)
+        if cfg.freeze_backbone or cfg.freeze
+        else Freezing()
+    )
     if freezing.parameters and d.main:
         _log(f"frozen: {len(freezing.parameters)} parameter tensors ({sum(model.get_parameter(n).numel() for n in freezing.parameters):,} "
              f"values), {len(freezing.norms)} normalisation layers kept in eval mode")  # fmt: skip
@@ -360,7 +399,13 @@ def _build_learner(model: nn.Module, cfg: TrainConfig, info: ModelInfo, device: 
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = None
     if cfg.model_ema:  # copied before DDP and compile wrap the model; every rank keeps one (they train alike)
-        decay = adjusted_decay(cfg.model_ema_decay, batch_size=cfg.batch_size * cfg.accum_steps, world_size=d.world, ema_steps=cfg.model_ema_steps, epochs=cfg.epochs)
+        decay = adjusted_decay(
+            cfg.model_ema_decay,
+            batch_size=cfg.batch_size * cfg.accum_steps,
+            world_size=d.world,
+            ema_steps=cfg.model_ema_steps,
+            epochs=cfg.epochs,
+        )
         ema = ExponentialMovingAverage(model, decay, device)
     net: nn.Module = model
     if d.world > 1:
@@ -381,7 +426,9 @@ def _with_iterations(cfg: TrainConfig, steps_per_epoch: int) -> TrainConfig:
         return cfg
     epochs = -(-cfg.iterations // max(steps_per_epoch, 1))
     if cfg.epochs is not None and cfg.epochs != epochs:
-        raise TrainingError(f"--iterations {cfg.iterations} at {steps_per_epoch} steps an epoch takes {epochs} epochs, not --epochs {cfg.epochs}: give one of the two")
+        raise TrainingError(
+            f"--iterations {cfg.iterations} at {steps_per_epoch} steps an epoch takes {epochs} epochs, not --epochs {cfg.epochs}: give one of the two"
+        )
     return dataclasses.replace(cfg, epochs=epochs)
 
 
@@ -426,7 +473,14 @@ def _one_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg, progress = run.cfg, run.progress
     try:
         stats, progress.step = train_one_epoch(
-            run.learner, run.train_batches, run.d, epoch=epoch, epochs=cfg.epochs, step=progress.step, seed=cfg.seed, progress=cfg.progress
+            run.learner,
+            run.train_batches,
+            run.d,
+            epoch=epoch,
+            epochs=cfg.epochs,
+            step=progress.step,
+            seed=cfg.seed,
+            progress=cfg.progress,
         )
     except NonFiniteLoss as e:
         raise _diverged(cfg, e, run.checkpoints) from None
@@ -478,7 +532,15 @@ def _record_epoch(run: _Run, epoch: int, result: dict[str, Any], is_best: bool, 
         meta["pretrained"] = data.pretrained.name
     try:
         if ema is not None:  # the weights file holds the EMA (what eval, predict, export read), the raw ones beside it
-            run.checkpoints.save(f"epoch-{epoch + 1:04d}", ema.module, run.model_args, state, best=is_best, info=meta, raw_model=run.model)
+            run.checkpoints.save(
+                f"epoch-{epoch + 1:04d}",
+                ema.module,
+                run.model_args,
+                state,
+                best=is_best,
+                info=meta,
+                raw_model=run.model,
+            )
         else:
             run.checkpoints.save(f"epoch-{epoch + 1:04d}", run.model, run.model_args, state, best=is_best, info=meta)
     except OSError as e:  # disk full, quota, permissions: the pointers still name the previous pair
@@ -491,7 +553,17 @@ def _record_epoch(run: _Run, epoch: int, result: dict[str, Any], is_best: bool, 
     atomic_write_text(Path(cfg.out) / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in progress.history))
     _log_epoch(result, cfg.epochs)
     if run.writer is not None:
-        for k in ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "img_per_s", "ema_test_loss", "ema_test_acc"):
+        for k in (
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "test_top5",
+            "lr",
+            "img_per_s",
+            "ema_test_loss",
+            "ema_test_acc",
+        ):
             if k in result:
                 run.writer.add_scalar(k, result[k], epoch + 1)
         run.writer.flush()
@@ -504,10 +576,17 @@ def _finish(run: _Run, result: dict[str, Any], last_test: dict[str, Any]) -> Non
     if run.writer is not None:
         run.writer.close()
     plot_curves(run.progress.history, run_dir / "curves.png", title=f"{cfg.model} on {name}")
-    plot_confusion(last_test["confusion"], run.data.classes, run_dir / "confusion_matrix.png", title=f"{cfg.model} on {name}: test split, last epoch")
+    plot_confusion(
+        last_test["confusion"],
+        run.data.classes,
+        run_dir / "confusion_matrix.png",
+        title=f"{cfg.model} on {name}: test split, last epoch",
+    )
     best = max(run.progress.best, last_test["top1"])
     ema = f", EMA {result['ema_test_acc']:.2%}" if "ema_test_acc" in result else ""
-    _log(f"done: test accuracy {result.get('test_acc', last_test['top1']):.2%}{ema} (best {best:.2%}); run folder {run_dir}")
+    _log(
+        f"done: test accuracy {result.get('test_acc', last_test['top1']):.2%}{ema} (best {best:.2%}); run folder {run_dir}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -526,7 +605,9 @@ def _check_classes(cfg: TrainConfig, classes: list[str]) -> None:
     """Refuse data of one class: cross-entropy over one class is 0 whatever the weights, so nothing would be
     learnt, and every test image would count as right (a "100%" that means nothing)."""
     if len(classes) < 2:
-        where = f"; {cfg.data[len('folder:'):]}/train holds one folder per class" if cfg.data.startswith("folder:") else ""
+        where = (
+            f"; {cfg.data[len('folder:') :]}/train holds one folder per class" if cfg.data.startswith("folder:") else ""
+        )
         raise TrainingError(
             f"the data {cfg.data!r} has {len(classes)} class{'' if len(classes) == 1 else 'es'} ({', '.join(classes)}): a classifier "
             f"needs at least 2 (with one, the loss is 0 for any weights and nothing is learnt){where}"
@@ -545,8 +626,14 @@ def _check_image_size(cfg: TrainConfig, data_size: int) -> None:
 
 def _diverged(cfg: TrainConfig, e: NonFiniteLoss, checkpoints: RunCheckpoints) -> TrainingError:
     last = checkpoints.pointer("last")
-    where = f"the last good checkpoint (epoch {last['epoch']}) is intact in {checkpoints.run_dir}" if last else "no checkpoint was written yet"
-    return TrainingError(f"{e}; training stopped and {where}. Lower --lr (now {cfg.lr}), add --warmup, or use --amp bf16 instead of fp16.")
+    where = (
+        f"the last good checkpoint (epoch {last['epoch']}) is intact in {checkpoints.run_dir}"
+        if last
+        else "no checkpoint was written yet"
+    )
+    return TrainingError(
+        f"{e}; training stopped and {where}. Lower --lr (now {cfg.lr}), add --warmup, or use --amp bf16 instead of fp16."
+    )
 
 
 def _write_summary(run_dir: Path, model: nn.Module, cfg: TrainConfig, image_size: int) -> None:

@@ -27,14 +27,20 @@ from ..fileio import atomic_write
 from .state_dict import load_state_dict_checked, unwrap
 
 
-def save_weights(path: str | os.PathLike, model: nn.Module, model_args: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+def save_weights(
+    path: str | os.PathLike, model: nn.Module, model_args: dict[str, Any], extra: dict[str, Any] | None = None
+) -> None:
     """Write ``model``'s state dict to a safetensors file, with what :func:`load_model` needs in its metadata.
 
     ``model_args`` is what ``create_model`` needs: ``{"name": ..., "num_classes": ..., "in_chans": ..., **options}``.
     """
     model = unwrap(model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "cnnzoo", "model_args": json.dumps(model_args), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    meta = {
+        "format": "cnnzoo",
+        "model_args": json.dumps(model_args),
+        **{k: json.dumps(v) for k, v in (extra or {}).items()},
+    }
 
     def write(tmp: str) -> None:
         # atomic_write gave the temporary file the umask's permissions (0644 under umask 022); safetensors
@@ -54,7 +60,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except (SafetensorError, OSError):
         raise not_a_checkpoint(path) from None
     if raw.get("format") != "cnnzoo" or "model_args" not in raw:
-        raise WeightsError(f"{path}: a safetensors file without cnnzoo metadata; build the model with create_model(name) and load the weights with load_weights(model, path)")
+        raise WeightsError(
+            f"{path}: a safetensors file without cnnzoo metadata; build the model with create_model(name) and load the weights with load_weights(model, path)"
+        )
     try:
         meta = {k: (v if k == "format" else json.loads(v)) for k, v in raw.items()}
     except ValueError as e:
@@ -157,7 +165,7 @@ def _sniff_head(path: Path, head: bytes, size: int) -> tuple[str, str]:
         text = None
     if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
         return "other", f"a text file (it starts {text[:32]!r})"
-    return "other", f"not a format cnnzoo reads (it starts with {head[:8]!r})"
+    return "other", f"an unrecognised file (it starts with {head[:8]!r})"
 
 
 def _sniff_zip(path: Path) -> tuple[str, str]:
@@ -188,7 +196,9 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
             weights = json.loads(pointer.read_text())["weights"]
         except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: not JSON, or not UTF-8
             what = f"{type(e).__name__}: {e}"
-            raise WeightsError(f"{pointer}: a damaged run-folder pointer ({what}); it should name the weights file") from None
+            raise WeightsError(
+                f"{pointer}: a damaged run-folder pointer ({what}); it should name the weights file"
+            ) from None
         if not isinstance(weights, str):
             raise WeightsError(f"{pointer}: a damaged run-folder pointer: 'weights' is {weights!r}, not a file name")
         return path / weights

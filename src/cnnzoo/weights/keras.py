@@ -67,7 +67,10 @@ class KerasLayer:
 
 def keras_layer_arrays(keras_layer) -> dict[str, np.ndarray]:
     """The weights of one Keras layer by their short names: kernel, bias, gamma, beta, moving_mean, moving_variance."""
-    return {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy() if hasattr(w, "numpy") else w) for w in keras_layer.weights}
+    return {
+        w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        for w in keras_layer.weights
+    }
 
 
 def live_keras_layers(keras_model) -> list[KerasLayer]:
@@ -97,7 +100,7 @@ def keras_file_kind(path: str | Path) -> str:
 
     try:
         with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
+            group = f.get("model_weights", f)
             if _has_attr_list(group, "layer_names"):
                 return "keras-h5"
             if "layers" in f:
@@ -154,7 +157,7 @@ def _read_array(dataset, where: str) -> np.ndarray:
 
 
 def _read_legacy_layers(f, path) -> list[KerasLayer]:
-    group = f["model_weights"] if "model_weights" in f else f
+    group = f.get("model_weights", f)
     layers = []
     for name in _attr_list(group, "layer_names"):
         weight_names = _attr_list(group[name], "weight_names")
@@ -178,7 +181,9 @@ def _read_keras3_layers(f, path) -> list[KerasLayer]:
                 "again with a current Keras (model.save_weights('m.weights.h5')), or save it as model.save('m.h5')."
             )
         name = name.decode("utf8") if isinstance(name, bytes) else str(name)
-        arrays = [_read_array(variables[i], f"{path}: layer {name!r}, variable {i}") for i in sorted(variables, key=int)]
+        arrays = [
+            _read_array(variables[i], f"{path}: layer {name!r}, variable {i}") for i in sorted(variables, key=int)
+        ]
         layers.append(KerasLayer(name, _by_short_name(arrays, None, f"{path}: layer {name!r}")))
     return layers
 
@@ -199,7 +204,9 @@ def _by_short_name(arrays: list[np.ndarray], names: list[str] | None, where: str
         # BatchNormalization; three arrays are Keras' scale=False (InceptionV3's conv2d_bn), no gamma.
         order = ["gamma", "beta", "moving_mean", "moving_variance"][4 - len(arrays) :]
         return dict(zip(order, arrays))
-    raise WeightsError(f"{where}: weights of shapes {shapes} are not those of a Conv2D, Dense or BatchNormalization layer")
+    raise WeightsError(
+        f"{where}: weights of shapes {shapes} are not those of a Conv2D, Dense or BatchNormalization layer"
+    )
 
 
 def _layer_configs(config_json: str | bytes | None) -> dict[str, dict[str, Any]]:
@@ -242,19 +249,27 @@ def keras_layer_tensors(
         if has_bias and "bias" not in arrays:
             raise WeightsError(f"{where}: the cnnzoo layer has a bias, the Keras layer has none")
         if not has_bias and "bias" in arrays:
-            raise WeightsError(f"{where}: the Keras layer has a bias of shape {arrays['bias'].shape}, the cnnzoo layer has none")
+            raise WeightsError(
+                f"{where}: the Keras layer has a bias of shape {arrays['bias'].shape}, the cnnzoo layer has none"
+            )
         return {"bias": tensor(arrays["bias"])} if has_bias else {}
 
     if "kernel" not in arrays and not isinstance(module, nn.modules.batchnorm._BatchNorm):
-        raise WeightsError(f"{where}: the Keras layer has no kernel (it has {', '.join(arrays)}), {type(module).__name__} needs one")
+        raise WeightsError(
+            f"{where}: the Keras layer has no kernel (it has {', '.join(arrays)}), {type(module).__name__} needs one"
+        )
     if isinstance(module, nn.Conv2d):
         if arrays["kernel"].ndim != 4:
-            raise WeightsError(f"{where}: a Conv2d needs a 4-d (H, W, in, out) kernel, the Keras layer has shape {arrays['kernel'].shape}")
+            raise WeightsError(
+                f"{where}: a Conv2d needs a 4-d (H, W, in, out) kernel, the Keras layer has shape {arrays['kernel'].shape}"
+            )
         return {"weight": tensor(arrays["kernel"]).permute(3, 2, 0, 1), **bias_of(module.bias is not None)}
     if isinstance(module, nn.Linear):
         kernel = tensor(arrays["kernel"])  # (in, out)
         if kernel.ndim != 2:
-            raise WeightsError(f"{where}: a Linear layer needs a 2-d (in, out) kernel, the Keras layer has shape {tuple(kernel.shape)}")
+            raise WeightsError(
+                f"{where}: a Linear layer needs a 2-d (in, out) kernel, the Keras layer has shape {tuple(kernel.shape)}"
+            )
         weight = kernel.t()
         if flatten_from is not None:
             c, h, w = flatten_from
@@ -274,7 +289,9 @@ def keras_layer_tensors(
         if module.weight is not None and "gamma" not in arrays:
             raise WeightsError(f"{where}: the cnnzoo BatchNorm has a scale (gamma), the Keras one has none")
         if module.weight is None and "gamma" in arrays:
-            raise WeightsError(f"{where}: the Keras BatchNormalization has a scale (gamma), the cnnzoo one has none (scale=False)")
+            raise WeightsError(
+                f"{where}: the Keras BatchNormalization has a scale (gamma), the cnnzoo one has none (scale=False)"
+            )
         if "gamma" in arrays:
             out["weight"] = tensor(arrays["gamma"])
         if module.bias is not None:
@@ -297,7 +314,9 @@ def copy_keras_layer(
     targets = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
     for key, value in tensors.items():
         if tuple(targets[key].shape) != tuple(value.shape):
-            raise WeightsError(f"{where}: {key} has shape {tuple(targets[key].shape)} in cnnzoo, Keras gives {tuple(value.shape)}")
+            raise WeightsError(
+                f"{where}: {key} has shape {tuple(targets[key].shape)} in cnnzoo, Keras gives {tuple(value.shape)}"
+            )
     with torch.no_grad():
         for key, value in tensors.items():
             targets[key].copy_(value)
@@ -334,12 +353,18 @@ def keras_state_dict(
             raise WeightsError(f"{where}: {name} has no module {path!r}")
         module = modules[path]
         eps = layer.config.get("epsilon")
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and eps is not None and not math.isclose(eps, module.eps, rel_tol=1e-6):
+        if (
+            isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and eps is not None
+            and not math.isclose(eps, module.eps, rel_tol=1e-6)
+        ):
             raise WeightsError(
                 f"{where}: the Keras BatchNormalization has epsilon {eps:g}, the cnnzoo one {module.eps:g}: "
                 "the file is of another architecture than this model"
             )
-        for key, value in keras_layer_tensors(module, layer.arrays, where=where, flatten_from=flatten_from.get(layer.name)).items():
+        for key, value in keras_layer_tensors(
+            module, layer.arrays, where=where, flatten_from=flatten_from.get(layer.name)
+        ).items():
             state[f"{path}.{key}" if path else key] = value
     return state
 
@@ -370,7 +395,9 @@ def load_keras_model(
     """
     source = f"Keras model {keras_model.name!r}"
     layers = live_keras_layers(keras_model)
-    load_state_dict_checked(model, keras_state_dict(model, layers, name_map, flatten_from=flatten_from, source=source), source=source)
+    load_state_dict_checked(
+        model, keras_state_dict(model, layers, name_map, flatten_from=flatten_from, source=source), source=source
+    )
     convert_bn_momentum(model, layers, name_map)
     return model
 
@@ -380,7 +407,9 @@ def load_keras_model(
 # --------------------------------------------------------------------------------------------------
 
 
-def zoo_keras_name_map(model: nn.Module, layers: list[KerasLayer], source: str) -> tuple[dict[str, str], dict[str, tuple[int, int, int]]]:
+def zoo_keras_name_map(
+    model: nn.Module, layers: list[KerasLayer], source: str
+) -> tuple[dict[str, str], dict[str, tuple[int, int, int]]]:
     """``(name_map, flatten_from)`` for loading ``layers`` into a zoo model with a Keras twin.
 
     Each twin declares both in its registry entry (``ModelInfo.keras_names``, ``ModelInfo.keras_flatten``):
@@ -391,5 +420,7 @@ def zoo_keras_name_map(model: nn.Module, layers: list[KerasLayer], source: str) 
     info = get_model_info(name) if name in list_models() else None
     if info is None or info.keras_names is None:
         twins = [n for n in list_models() if get_model_info(n).keras_names is not None]
-        raise WeightsError(f"{source}: Keras weights load into {', '.join(twins)} only; {name} has no Keras counterpart")
+        raise WeightsError(
+            f"{source}: Keras weights load into {', '.join(twins)} only; {name} has no Keras counterpart"
+        )
     return info.keras_names(model, layers, source), dict(info.keras_flatten or {})

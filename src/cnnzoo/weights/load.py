@@ -86,7 +86,10 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.path}: {FORMATS[self.format]}, {self.names}" + (f", sha256 {self.sha256[:16]}... verified" if self.sha256 else "")]
+        lines = [
+            f"{self.path}: {FORMATS[self.format]}, {self.names}"
+            + (f", sha256 {self.sha256[:16]}... verified" if self.sha256 else "")
+        ]
         return "\n".join(lines + [f"  {note}" for note in self.notes])
 
 
@@ -132,7 +135,7 @@ def detect_format(path: str | Path) -> str:
         return "torch"
     hint = " An ONNX model is an export, not a weights source." if path.suffix == ".onnx" else ""
     raise WeightsError(
-        f"{path}: not a weights file cnnzoo reads ({sniff_file(path)[1]}). Expected safetensors, a PyTorch "
+        f"{path}: {sniff_file(path)[1]}: not a weights file cnnzoo reads. Expected safetensors, a PyTorch "
         f".pth / .pt state dict, or a Keras .h5 / .weights.h5 / .keras file.{hint}"
     )
 
@@ -151,7 +154,9 @@ def damaged_file(path: str | Path, what: str) -> Iterator[None]:
         raise
     except Exception as e:  # see the docstring: the parsers raise anything
         text = str(e).splitlines()[0] if str(e) else ""
-        raise WeightsError(f"{path}: a damaged {what} ({type(e).__name__}{': ' + text[:200] if text else ''})") from None
+        raise WeightsError(
+            f"{path}: a damaged {what} ({type(e).__name__}{': ' + text[:200] if text else ''})"
+        ) from None
 
 
 def _require_file(path: str | Path) -> Path:
@@ -236,7 +241,11 @@ def read_state_dict(path: str | Path, fmt: str | None = None) -> tuple[dict[str,
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _find_state_dict(obj: Any, path: Path, notes: list[str]) -> dict[str, torch.Tensor]:
@@ -246,14 +255,19 @@ def _find_state_dict(obj: Any, path: Path, notes: list[str]) -> dict[str, torch.
         for key in STATE_DICT_KEYS:
             if _is_state_dict(obj.get(key)):
                 others = [k for k in obj if k != key and _is_state_dict(obj[k])]
-                notes.append(f"took the weights under {key!r}" + (f" (the file also has {', '.join(map(repr, others))})" if others else ""))
+                notes.append(
+                    f"took the weights under {key!r}"
+                    + (f" (the file also has {', '.join(map(repr, others))})" if others else "")
+                )
                 return dict(obj[key])
         keys = ", ".join(map(repr, list(obj)[:8]))
         raise WeightsError(
             f"{path}: no state dict in this file: a dict with keys {keys}. Expected a dict of tensors "
             f"(model.state_dict()) or a checkpoint with one under {' / '.join(map(repr, STATE_DICT_KEYS))}."
         )
-    raise WeightsError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensors, model.state_dict())")
+    raise WeightsError(
+        f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensors, model.state_dict())"
+    )
 
 
 def _model_info(model: nn.Module):
@@ -287,6 +301,7 @@ def load_pretrained(
     reset_head: bool = False,
     backbone_only: bool = False,
     adapt_input: bool = False,
+    assign: bool = False,
 ) -> LoadReport:
     """Load any accepted weights file (see the module docstring) into ``model``, strictly.
 
@@ -298,7 +313,9 @@ def load_pretrained(
     classifier (Keras' ``*_notop`` files lack it, torchvision's VGG16 ``IMAGENET1K_FEATURES`` holds NaN
     there): everything but the model's classifier loads, the classifier keeps its fresh initialisation.
     ``adapt_input=True`` fits the file's 3-channel first convolution to a model built with another
-    ``in_chans`` (:mod:`cnnzoo.weights.adapt`). The report's notes say what was adapted.
+    ``in_chans`` (:mod:`cnnzoo.weights.adapt`). The report's notes say what was adapted. ``assign=True``
+    is for a model just built, whose parameters no optimizer holds yet: the file's tensors become the
+    model's where they can, instead of being copied (see :func:`load_state_dict_checked`).
     """
     model = unwrap(model)  # DDP / torch.compile wrappers: load into the model inside
     digest = None
@@ -324,7 +341,7 @@ def load_pretrained(
         state, names = _match_keys(model, state)
     fitting = dict(reset_head=reset_head, backbone_only=backbone_only, adapt_input=adapt_input)
     notes += _fit(model, state, source=str(path), **fitting)
-    load_state_dict_checked(model, state, source=source)
+    load_state_dict_checked(model, state, source=source, assign=assign)
     if fmt.startswith("keras"):
         convert_bn_momentum(model, layers, name_map)
     report = LoadReport(str(path), fmt, names, digest, notes)
@@ -366,7 +383,9 @@ def _fit(
     if aux:
         for key in [k for k in state if k.split(".")[0] in aux]:
             del state[key]
-        notes.append(f"ignored the file's auxiliary classifier{'s' if len(aux) > 1 else ''} {', '.join(aux)}: {name} was built without (aux_logits=False)")
+        notes.append(
+            f"ignored the file's auxiliary classifier{'s' if len(aux) > 1 else ''} {', '.join(aux)}: {name} was built without (aux_logits=False)"
+        )
     dropped = [k for k in state if k not in own and _dropped_module(model, k) is not None]
     if dropped:
         modules = _in_network_order(model, {_dropped_module(model, k) for k in dropped})
@@ -391,7 +410,9 @@ def _fit(
         return notes
     for key in head:
         state[key] = own[key]
-    notes.append(f"reset the head: {', '.join(head)} keep their fresh initialisation for {ours} classes (the file's head has {theirs})")
+    notes.append(
+        f"reset the head: {', '.join(head)} keep their fresh initialisation for {ours} classes (the file's head has {theirs})"
+    )
     return notes
 
 
@@ -469,7 +490,9 @@ def _check_classifier(model: nn.Module, state: dict[str, torch.Tensor], source: 
             "like Keras' *_notop files: load it with backbone_only=True for a fresh classifier, as pretrained= does"
         )
     keys = [k for k in _classifier_keys(model, state) if k in own]  # a headless model ignores the file's classifier
-    bad = [k for k in keys if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    # One sum per tensor is finite unless a value is NaN or infinite (weights never sum past 3e38); exact check after.
+    bad = [k for k in keys if state[k].is_floating_point() and not torch.isfinite(state[k].sum())]
+    bad = [k for k in bad if not torch.isfinite(state[k]).all()]
     if bad:
         raise WeightsError(
             f"{source}: the classifier in this file holds NaN or infinite values ({', '.join(bad)}): it was published "

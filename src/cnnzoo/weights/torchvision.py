@@ -21,7 +21,9 @@ def convert_torchvision_state_dict(model_name: str, state_dict: Mapping[str, tor
     """Rename the keys of a torchvision state dict for the cnnzoo model ``model_name``."""
     info = get_model_info(model_name)
     if info.torchvision is None:
-        raise WeightsError(f"{model_name} has no torchvision counterpart, so torchvision weights cannot be loaded into it.")
+        raise WeightsError(
+            f"{model_name} has no torchvision counterpart, so torchvision weights cannot be loaded into it."
+        )
     if info.torchvision_key is None:  # the same names as torchvision
         return dict(state_dict)
     return {info.torchvision_key(k): v for k, v in state_dict.items()}
