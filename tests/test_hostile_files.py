@@ -306,6 +306,7 @@ def test_weights_files_get_the_umasks_permissions(tmp_path):
 def test_one_class_is_refused_and_classes_without_images_are_said_so(tmp_path):
     folder = _folder_with(tmp_path / "data", {})
     shutil.rmtree(folder / "train" / "b")
+    shutil.rmtree(folder / "val" / "b")
     line = assert_refused(cli(*train_args(f"folder:{folder}", tmp_path / "one")), folder)
     assert "has 1 class (a): a classifier needs at least 2" in line
     assert not (tmp_path / "one").exists()

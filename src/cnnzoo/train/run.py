@@ -188,9 +188,8 @@ def _settle_config(cfg: TrainConfig) -> tuple[TrainConfig, Path | None, dict[str
                 f"{cfg.resume} was started for {saved['epochs']} epochs and resumes with the learning-rate schedule of that "
                 f"length; to train further, start a new run from its weights: cnnzoo train {saved['model']} --weights {cfg.resume} --epochs {cfg.epochs}"
             )
-        if (
-            "recipe" not in saved and saved.get("opt") == "sgd"
-        ):  # written before "sgd" meant torchvision's (no Nesterov)
+        # a config.json written before "sgd" meant torchvision's (plain momentum) has no "recipe": its sgd was Nesterov's
+        if "recipe" not in saved and saved.get("opt") == "sgd":
             saved["opt"] = "sgd_nesterov"
         _refuse_conflicts(cfg, saved)
         cfg = _validated_run_config(TrainConfig(**{**saved, **keep, "resume": cfg.resume, "out": cfg.resume}))
@@ -208,7 +207,15 @@ def _settle_config(cfg: TrainConfig) -> tuple[TrainConfig, Path | None, dict[str
 
 # What a resumed run may be given anew: where and how fast it runs. Any other option given with --resume must
 # be the run's own value (or left out): a resumed run continues as it started.
-_MAY_CHANGE_ON_RESUME = ("device", "workers", "decode", "progress", "resume", "epochs")  # epochs: its own message
+_MAY_CHANGE_ON_RESUME = (
+    "device",
+    "workers",
+    "decode",
+    "progress",
+    "resume",
+    "epochs",
+    "print_config",
+)  # epochs: its own message
 
 
 def _refuse_conflicts(cfg: TrainConfig, saved: dict[str, Any]) -> None:
