@@ -272,11 +272,16 @@ def make_shapes_folder(root: Path, train_per_class: int, val_per_class: int, see
 
 
 def trained_run(out: Path, **config) -> tuple[Path, float]:
-    """Train into ``out`` unless a finished run is there; (run folder, seconds spent training)."""
-    if (out / "best.json").is_file():
-        return out, 0.0
+    """Train into ``out``, or finish the run there if it was interrupted; (run folder, seconds spent training)."""
     from cnnzoo.train import TrainConfig, train
 
+    metrics = out / "metrics.jsonl"
+    if (out / "config.json").is_file():
+        epochs = json.loads((out / "config.json").read_text())["epochs"]
+        done = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+        if done >= epochs:
+            return out, 0.0
+        config = dict(model=config["model"], resume=str(out))  # resumes with its own config.json
     t0 = time.perf_counter()
     train(TrainConfig(out=str(out), progress=False, **config))
     return out, time.perf_counter() - t0

@@ -265,6 +265,15 @@ def _check_options(method: str, activations: str, percentile: float, calibration
         raise ValueError(f"calibration_batch_size {calibration_batch_size!r}: expected a positive integer")
 
 
+def _stamp_metadata(model: Any, props: dict[str, str], quantization: dict[str, Any]) -> None:
+    """The fp32 file's cnnzoo metadata, plus how it was quantized, on the quantized ONNX ``model``."""
+    record = dict(dtype="int8", format="QDQ", weights="int8", **quantization)
+    props = {**props, "cnnzoo.quantization": json.dumps(record)}
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
 def quantize_onnx(
     fp32_onnx_path: str | Path,
     out_path: str | Path,
@@ -336,23 +345,11 @@ def quantize_onnx(
             ) from e
         model = onnx.load(str(quantized))
     count = sum(len(b) for b in batches)
-    quantization = dict(
-        dtype="int8",
-        format="QDQ",
-        method=method,
-        calibration_images=count,
-        activations=activations,
-        weights="int8",
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        onnxruntime=ort.__version__,
-    )
+    quantization = dict(method=method, calibration_images=count, activations=activations)
+    quantization.update(per_channel=per_channel, reduce_range=reduce_range, onnxruntime=ort.__version__)
     if method == "percentile":
         quantization["percentile"] = percentile
-    props["cnnzoo.quantization"] = json.dumps(quantization)
-    del model.metadata_props[:]
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
+    _stamp_metadata(model, props, quantization)
     atomic_write(out, lambda tmp: onnx.save(model, tmp))
     inference_session(out)  # fails here, not in the user's server, if ORT cannot run what it wrote
     name = json.loads(props.get("cnnzoo.model", json.dumps(source.stem)))
