@@ -3,7 +3,6 @@ figures and torchinfo, receptive fields, memory, and the table's own bookkeeping
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -316,12 +315,14 @@ def test_memory():
     assert s.buffer_bytes == 4 * 53_120 + 8 * 53  # running mean/var (float32), num_batches_tracked (int64)
 
 
-def test_resnet152_is_fast():
-    summary("resnet20")  # PyTorch sets up its meta kernels once per process
-    start = time.perf_counter()
-    s = summary("resnet152")
-    assert time.perf_counter() - start < 2.0
-    assert s.total_params == TORCHVISION_PARAMS["resnet152"]
+def test_resnet152_is_summarised_on_meta_without_weights():
+    # What makes a summary of resnet152 take well under a second (timed in benchmarks, not here): the model
+    # is built on the meta device, so no weight is allocated or initialised, and the counts still come out.
+    from cnnzoo.trace import resolve_model
+
+    model, _ = resolve_model("resnet152")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert summary("resnet152").total_params == TORCHVISION_PARAMS["resnet152"]
 
 
 # --- depth, styles, formats, errors -----------------------------------------------------------------

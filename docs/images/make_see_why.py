@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageChops  # noqa: E402
 from tests.test_report import Browser, _chromium  # noqa: E402
 
 from cnnzoo.cli import main as cnnzoo  # noqa: E402
@@ -33,10 +33,22 @@ DIGITS = (30, 250, 350, 960)  # held-out 0, 2, 3 and 9 (the test split is ordere
 VIEWPORT = (1400, 900)
 
 
-def _store(source: Path, dest: Path, limit: int = 300_000) -> None:
-    """RGB, optimised; with a palette only when that is still too large (a palette bands grey digits)."""
+def _store(source: Path, dest: Path, limit: int = 300_000, margin: int = 8) -> None:
+    """RGB, its white border cut to ``margin`` pixels, optimised; with a palette only when that is still too large
+    (a palette bands grey digits)."""
     with Image.open(source) as image:
         rgb = image.convert("RGB")
+    box = ImageChops.difference(rgb, Image.new("RGB", rgb.size, "white")).getbbox()
+    if box is not None:
+        left, top, right, bottom = box
+        rgb = rgb.crop(
+            (
+                max(0, left - margin),
+                max(0, top - margin),
+                min(rgb.width, right + margin),
+                min(rgb.height, bottom + margin),
+            )
+        )
     rgb.save(dest, optimize=True)
     if dest.stat().st_size > limit:
         rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)

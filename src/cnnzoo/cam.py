@@ -567,7 +567,7 @@ def save_overlay(
         raise CnnzooError(f"{png}: the overlay is a PNG; give a path ending in .png")
     picture = _display_image(image, result.heatmap.shape)
     fig = _overlay_figure(picture, result, class_names, alpha, colormap)
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.1))
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
 
     def write_npy(tmp: str) -> None:
         with open(tmp, "wb") as f:  # np.save on a name would append .npy to the temporary name
@@ -589,7 +589,7 @@ def overlay_png(
     (``cnnzoo report``), where a file per image would be one more thing to lose."""
     buffer = io.BytesIO()
     fig = _overlay_figure(_display_image(image, result.heatmap.shape), result, class_names, alpha, colormap)
-    fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)  # the figure's margins are empty
+    fig.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
