@@ -235,12 +235,12 @@ FOLDER_FLAGS = {
 @pytest.mark.parametrize("flag", list(FOLDER_FLAGS))
 def test_each_augmentation_flag_trains_on_an_image_folder(flag, color_folder, tmp_path, capsys):
     cfg = TrainConfig(
-        model="lenet5", data=f"folder:{color_folder}", image_size=32, epochs=8, batch_size=16, lr=0.05, workers=0,
+        model="lenet5", data=f"folder:{color_folder}", image_size=32, epochs=5, batch_size=16, lr=0.02, workers=0,
         out=str(tmp_path / "run"), progress=False, model_options={"in_chans": 3}, **FOLDER_FLAGS[flag],
     )  # fmt: skip
     result = train(cfg)
     result["classes"] = 3
-    _floor(f"{flag} (3-colour folder, lenet5, 8 epochs)", result, 0.7, capsys)
+    _floor(f"{flag} (3-colour folder, lenet5, 5 epochs)", result, 0.7, capsys)
 
 
 def test_the_folder_transform_is_torchvisions_policy_in_the_workers(color_folder):

@@ -113,7 +113,7 @@ def test_a_run_with_ema_saves_the_average_as_its_weights_and_the_raw_beside(ema_
 # resume bitwise, with the EMA and the RA sampler
 
 
-SHORT = ["train", "lenet5", "--epochs", "3", "--deterministic", "--no-progress", "--seed", "5", "--model-ema", "--model-ema-steps", "4",
+SHORT = ["train", "lenet5", "--data", "synthetic:1024:1x28x28:10", "--batch-size", "32", "--epochs", "3", "--deterministic", "--no-progress", "--seed", "5", "--model-ema", "--model-ema-steps", "4",
          "--model-ema-decay", "0.999", "--ra-sampler", "--ra-reps", "2", "--mixup-alpha", "0.2", "--random-erase", "0.2"]  # fmt: skip
 
 
@@ -154,9 +154,7 @@ def test_resume_with_ema_and_the_ra_sampler_after_sigkill_is_bitwise_equal(tmp_p
         and all(torch.equal(a_raw[k], b_raw[k]) for k in a_raw)
     )
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [1, 2, 3] and history[-1]["step"] == 3 * (
-        3840 // 64
-    )  # RA: floor(4000/256)*256 an epoch
+    assert [h["epoch"] for h in history] == [1, 2, 3] and history[-1]["step"] == 3 * (1024 // 32)  # RA: 1024 an epoch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,8 +67,30 @@ def test_download_then_cache_hit_with_the_server_gone(server, caches):
     assert own_files(caches) == {"model-abc.pth", "model-abc.pth.lock"}  # no .partial left behind
     assert [r.status for r in server.served("/model-abc.pth")] == [200]
     server.stop()
-    hub._VERIFIED.clear()  # the second call hashes the cached file again
+    hub._VERIFIED.clear()  # as a new process: the digest remembered on disk is used
     assert hub.download_url(url, sha256=sha256(data)[:8], **FAST) == path
+
+
+def test_a_warm_cache_is_not_hashed_again_until_the_file_changes(server, caches, monkeypatch):
+    data = random_bytes(300_000, seed=7)
+    url = server.add("/warm.pth", data)
+    path = hub.download_url(url, sha256=sha256(data), **FAST)
+    hashed = []
+    real = hub.new_hasher
+    monkeypatch.setattr(hub, "new_hasher", lambda algorithm: hashed.append(algorithm) or real(algorithm))
+    hub._VERIFIED.clear()  # a new process: only verified.json remembers
+    assert hub.find_cached(url, sha256(data)) == path and hashed == []
+    st = path.stat()
+    path.write_bytes(b"X" + data[1:])  # same size; the mtime put back, as a careless copy tool might
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hub._VERIFIED.clear()
+    assert hub.find_cached(url, sha256(data)) is None and hashed == ["sha256"]  # the ctime changed: hashed
+    server.stop()
+    outside = caches / "mine.pth"  # a file outside the caches is hashed each time and leaves no stamp
+    outside.write_bytes(data)
+    stamps = (caches / "cnnzoo" / "verified.json").read_text()
+    assert hub.file_digest(outside) == sha256(data)
+    assert (caches / "cnnzoo" / "verified.json").read_text() == stamps and str(outside) not in stamps
 
 
 def test_sha256_prefix_and_md5_pins(server):

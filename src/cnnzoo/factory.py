@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from . import hub, models  # noqa: F401  (importing models registers every family)
-from .errors import WeightsError
+from .errors import CnnzooError, WeightsError
 from .fileio import safe_output
 from .hub import download_url, is_url
 from .model_options import check_model_options
@@ -163,7 +163,16 @@ def load_model(path: str | os.PathLike, which: str = "best", **overrides: Any) -
     weights = resolve_checkpoint(path, which)
     args = dict(read_metadata(weights)["model_args"])
     args.update(overrides)
-    model = create_model(args.pop("name"), **args)
+    name = args.pop("name")
+    try:
+        model = create_model(name, **args)
+    except (CnnzooError, TypeError, ValueError) as e:
+        if overrides:  # perhaps the caller's arguments: say it as create_model said it
+            raise
+        raise WeightsError(
+            f"{weights}: its model arguments do not build a model ({e}); the checkpoint is damaged, or was written "
+            "by another version of cnnzoo"
+        ) from None
     return load_weights(model, weights).eval()
 
 

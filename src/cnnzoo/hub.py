@@ -35,6 +35,7 @@ import fcntl
 import hashlib
 import http.client
 import itertools
+import json
 import logging
 import os
 import re
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DigestMismatchError, DownloadError, OfflineError, WeightsError
-from .fileio import atomic_write
+from .fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +241,14 @@ def is_offline() -> bool:
 # Verifying files already on disk
 # --------------------------------------------------------------------------------------------------
 
-# Full digests of files verified in this process, keyed by what changes when a file does (path, size,
-# inode, mtime, ctime): listing the table twice or fetching again does not hash 500 MB again.
+# Full digests of files verified, keyed by what changes when a file does (path, size, inode, mtime,
+# ctime): listing the table twice or loading the same weights again does not hash 500 MB again. Kept in
+# this process and in ``$CNNZOO_HOME/verified.json``, so that a warm cache is warm for the next process
+# too (as pip and huggingface_hub trust their caches); any write to a file, even one that restores its
+# mtime, changes its ctime, and a file whose key has changed is hashed again.
 _VERIFIED: dict[tuple, str] = {}
+STAMPS_FILE = "verified.json"
+_STAMPS_KEPT = 256  # entries kept in the file: the newest, enough for every published weight file
 
 
 def _stat_key(path: Path, algorithm: str) -> tuple | None:
@@ -253,19 +259,55 @@ def _stat_key(path: Path, algorithm: str) -> tuple | None:
     return (str(path.resolve()), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, algorithm)
 
 
+def _stamps_path() -> Path:
+    return cache_root() / STAMPS_FILE
+
+
+def _read_stamps() -> dict[str, list]:
+    """The digests remembered on disk, as ``{key text: [key..., digest]}``; an unreadable file is none."""
+    try:
+        stamps = json.loads(_stamps_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def _stamp_text(key: tuple) -> str:
+    return json.dumps(list(key))
+
+
+def _persist(key: tuple, full: str) -> None:
+    """Add one verified digest to the file (atomically; a failure to write only costs a hash later)."""
+    stamps = _read_stamps()
+    stamps.pop(_stamp_text(key), None)
+    stamps[_stamp_text(key)] = full
+    kept = dict(list(stamps.items())[-_STAMPS_KEPT:])
+    with contextlib.suppress(OSError, WeightsError):
+        atomic_write_text(_stamps_path(), json.dumps(kept, indent=0))
+
+
+def _remembered(key: tuple) -> str | None:
+    if key in _VERIFIED:
+        return _VERIFIED[key]
+    full = _read_stamps().get(_stamp_text(key))
+    if isinstance(full, str) and re.fullmatch(r"[0-9a-f]{32}|[0-9a-f]{64}", full):
+        _VERIFIED[key] = full
+        return full
+    return None
+
+
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """The full hex digest of a file (remembered while the file does not change)."""
     path = Path(path)
     key = _stat_key(path, algorithm)
-    if key is not None and key in _VERIFIED:
-        return _VERIFIED[key]
+    if key is not None and (known := _remembered(key)) is not None:
+        return known
     hasher = new_hasher(algorithm)
     with open(path, "rb") as f:
         while block := f.read(CHUNK_BYTES):
             hasher.update(block)
     got = hasher.hexdigest()
-    if key is not None:
-        _VERIFIED[key] = got
+    _remember(path, algorithm, got)
     return got
 
 
@@ -273,6 +315,13 @@ def _remember(path: Path, algorithm: str, full: str) -> None:
     key = _stat_key(path, algorithm)
     if key is not None:
         _VERIFIED[key] = full
+        if _in_a_cache(Path(key[0])):  # a user's own files are hashed each time, and leave no trace
+            _persist(key, full)
+
+
+def _in_a_cache(path: Path) -> bool:
+    folders = (weights_dir(), torch_hub_checkpoints_dir(), keras_models_dir())
+    return any(path.parent == folder.expanduser().resolve() for folder in folders)
 
 
 def verify_file(path: Path, digest: Digest) -> bool:

@@ -46,6 +46,10 @@ class CheckedModule(nn.Module):
         self.native_size = native_size
         self.check_inputs = True
 
+    def check_training_input(self, x: torch.Tensor) -> None:
+        """:meth:`check_input` for training mode, where a model may need more (Inception v3's aux head)."""
+        self.check_input(x)
+
     def check_input(self, x: torch.Tensor) -> None:
         if not self.check_inputs or torch.jit.is_scripting():
             return

@@ -425,6 +425,10 @@ class Inception3(ZooModel):
             nn.init.normal_(self.AuxLogits.conv1.conv.weight, mean=0.0, std=0.01)
             nn.init.normal_(self.AuxLogits.fc.weight, mean=0.0, std=0.001)
 
+    def check_training_input(self, x: Tensor) -> None:
+        self.check_input(x)
+        self._check_aux_input(x)
+
     def _check_aux_input(self, x: Tensor) -> None:
         """The auxiliary head's own minimum, checked when it is about to run (training mode)."""
         if self.check_inputs and self.AuxLogits is not None and isinstance(x, Tensor) and x.dim() == 4:

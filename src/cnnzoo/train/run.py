@@ -344,7 +344,7 @@ def _build_model(
         _log(str(model.load_report))
     model_args = dict(name=cfg.model, num_classes=len(data.classes), in_chans=in_chans, **options)
     try:  # the model's own check, in training mode (Inception v3's aux head needs more than its minimum)
-        model.check_input(torch.empty(1, in_chans, image_size, image_size, device="meta"))
+        model.check_training_input(torch.empty(1, in_chans, image_size, image_size, device="meta"))
     except InputShapeError as e:
         raise TrainingError(f"{e} (data {cfg.data!r}; --image-size resizes it)") from None
     if cfg.weights and not cfg.resume:  # any format cnnzoo reads: its own, torchvision, timm, Keras

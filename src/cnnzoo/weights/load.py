@@ -32,8 +32,9 @@ import argparse
 import logging
 import pickle
 import re
+import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,7 @@ def detect_format(path: str | Path) -> str:
         head = f.read(16)
     if head.startswith(HDF5_MAGIC):
         with damaged_file(path, "HDF5 file"):
-            return keras_file_kind(path)
+            return hdf5_isolated(keras_file_kind, path)
     if head.startswith(b"PK\x03\x04"):
         with damaged_file(path, "zip archive"):
             return _zip_format(path)
@@ -157,6 +158,60 @@ def damaged_file(path: str | Path, what: str) -> Iterator[None]:
         raise WeightsError(
             f"{path}: a damaged {what} ({type(e).__name__}{': ' + text[:200] if text else ''})"
         ) from None
+
+
+HDF5_SECONDS = 60  # what a child reading a Keras file may take: a base, plus a second per 20 MB of file
+
+
+def hdf5_isolated(read: Callable[[Path], Any], path: Path) -> Any:
+    """``read(path)`` -- h5py reading a Keras file -- in a child process, under a time limit.
+
+    The HDF5 library parses the file in C, and on a damaged one it can loop forever (benchmarks/fuzz_readers.py
+    found a mutated .h5 whose attribute read never returns) or crash, taking its process with it. Here the
+    child is the one that hangs (killed at the limit) or dies, and this process reports the file as damaged.
+    The child is forked where the platform can (nothing to import again: a few milliseconds), else spawned.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_read_and_send, args=(send, read, path), daemon=True)
+    limit = HDF5_SECONDS + path.stat().st_size / 20e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+ warns about forking with threads running
+        child.start()
+    send.close()
+    try:
+        if not receive.poll(limit):
+            raise WeightsError(
+                f"{path}: the HDF5 library did not finish reading it in {limit:.0f} s: a damaged HDF5 file"
+            )
+        try:
+            ok, value = receive.recv()
+        except EOFError:  # the child died before it could answer
+            child.join(5)
+            raise WeightsError(
+                f"{path}: the HDF5 library crashed reading it (exit status {child.exitcode}): a damaged HDF5 file"
+            ) from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        receive.close()
+    if ok:
+        return value
+    ours, kind, message = value
+    raise WeightsError(message) if ours else WeightsError(f"{path}: a damaged HDF5 file ({kind}: {message[:200]})")
+
+
+def _read_and_send(send: Any, read: Callable[[Path], Any], path: Path) -> None:
+    """The child's side of :func:`hdf5_isolated`: the result, or what went wrong as plain strings (always picklable)."""
+    try:
+        answer = (True, read(path))
+    except Exception as e:  # sent to the parent, which names the file
+        answer = (False, (isinstance(e, CnnzooError), type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+    send.send(answer)
+    send.close()
 
 
 def _require_file(path: str | Path) -> Path:
@@ -329,7 +384,7 @@ def load_pretrained(
     source = f"{FORMATS[fmt]} {path}"
     if fmt.startswith("keras"):
         with damaged_file(path, FORMATS[fmt] + " file"):
-            layers = read_keras_file(path)
+            layers = hdf5_isolated(read_keras_file, path)
         name_map, flatten_from = zoo_keras_name_map(model, layers, str(path))
         layers, notes = _skip_dropped_layers(model, layers, name_map)
         state = keras_state_dict(model, layers, name_map, flatten_from=flatten_from, source=str(path))
