@@ -22,7 +22,8 @@ run: install
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	KERAS_BACKEND=torch $(PY) -m pytest -q
+	# Two workers on two cores, one thread each (tests/conftest.py); a file's tests stay in one worker (its fixtures are built once).
+	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

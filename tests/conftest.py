@@ -3,8 +3,18 @@ import os
 # Keras runs on the torch backend in the tests (must be set before keras is imported anywhere).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+# `make test` runs the suite in two pytest-xdist workers on CI's two cores. Each worker, and every process
+# a test starts (inheriting this environment), computes on one thread: two 2-thread OpenMP pools on two
+# cores spin against each other and slow everything many-fold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

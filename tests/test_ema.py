@@ -208,7 +208,7 @@ def test_two_process_ddp_with_the_ra_sampler(tmp_path):
     out = tmp_path / "ddp"
     env = {**ENV, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cnnzoo", "train", "lenet5",
-           "--device", "cpu", "--no-progress", "--epochs", "2", "--batch-size", "32", "--ra-sampler", "--ra-reps", "4", "--out", str(out)]  # fmt: skip
+           "--device", "cpu", "--no-progress", "--epochs", "1", "--batch-size", "32", "--ra-sampler", "--ra-reps", "4", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         log = proc.communicate(timeout=300)[0]
@@ -218,7 +218,7 @@ def test_two_process_ddp_with_the_ra_sampler(tmp_path):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, log
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in history] == [60, 120] and all(h["test_count"] == 1000 for h in history)
+    assert [h["step"] for h in history] == [60] and all(h["test_count"] == 1000 for h in history)
     assert history[-1]["test_acc"] > 0.5, history  # it learnt
     assert "2 processes" in log
 
