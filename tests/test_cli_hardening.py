@@ -62,6 +62,9 @@ PATH_CASES = [
     ("list --family", ["list", "--family", "transformer"], "transformer"),
     ("info model", ["info", "resnt50"], "resnt50"),
     ("train model", ["train", "resnt50", "--out", "{new}/run"], "resnt50"),
+    ("train --model", ["train", "--model", "resnt50", "--out", "{new}/run"], "resnt50"),
+    ("train --model", ["train", "lenet5", "--model", "resnet18", "--out", "{new}/run"], "give the model once"),
+    ("train --data-path", ["train", "lenet5", "--out", "{new}/run", "--data-path", "{missing}"], "missing"),
     (
         "train --data",
         ["train", "lenet5", "--out", "{new}/run", "--data", "folder:{missing}", "--device", "cpu"],
@@ -151,6 +154,12 @@ PATH_CASES = [
     ("export --weights", ["export", "lenet5", "--out", "{new}/m.onnx", "--weights", "{missing}.pth"], "missing.pth"),
     ("export --sha256", ["export", "lenet5", "--out", "{new}/m.onnx", "--sha256", "0000ffff"], "--sha256"),
     ("export --option", ["export", "lenet5", "--out", "{new}/m.onnx", "--option", "in_chans=0"], "in_chans=0"),
+    ("export --calibrate", ["export", "lenet5", "--out", "{new}/m.onnx", "--calibrate", "mnist5k"], "--quantize int8"),
+    (
+        "export --calibrate",
+        ["export", "lenet5", "--out", "{new}/m.onnx", "--quantize", "int8", "--calibrate", "{dir}"],
+        "neither a run folder",
+    ),  # fmt: skip
     ("summary model", ["summary", "resnt50"], "resnt50"),
     ("shape model", ["shape", "resnt50"], "resnt50"),
     ("visualize model", ["visualize", "resnt50", "--image", "{img}", "--out", "{new}/pics"], "resnt50"),

@@ -13,8 +13,9 @@ import torch
 from cnnzoo.cli import build_parser, main
 from cnnzoo.cli.options import train_config_values
 from cnnzoo.train import FAMILY_DEFAULTS, TrainConfig, TrainingError, train
+from cnnzoo.train.config import declared_options
 from cnnzoo.train.engine import make_scheduler, param_groups
-from cnnzoo.train.recipe import PRESET_NAMES, PRESETS_DIR, read_recipe
+from cnnzoo.train.recipe import PRESET_NAMES, PRESETS_DIR, TORCHVISION_KEYS, read_recipe
 
 from .anchors import TORCHVISION_V2_COMMAND
 
@@ -161,6 +162,19 @@ def test_explicit_flags_win_over_the_recipe():
     assert cfg["mixup_alpha"] == 0.2 and cfg["epochs"] == 600  # the rest stays the recipe's
 
 
+def test_torchvisions_command_runs_as_written_with_its_model_data_path_and_amp_spellings(capsys, tmp_path):
+    """``--model``, ``--data-path DIR`` and a bare ``--amp`` (torchvision's train.py) are MODEL, ``--data folder:DIR``
+    and fp16 autocast; on torchvision's defaults (the torchvision-v1 preset) the command is the v2 preset."""
+    command = [*TORCHVISION_V2_COMMAND.split(), "--data-path", str(tmp_path), "--amp"]
+    assert main(["train", "--recipe", "torchvision-v1", *command, "--print-config"]) == 0
+    as_written = json.loads(capsys.readouterr().out)
+    assert main(["train", "resnet50", "--recipe", "torchvision-v2", "--data", f"folder:{tmp_path}", "--amp", "fp16",
+                 "--print-config"]) == 0  # fmt: skip
+    preset = json.loads(capsys.readouterr().out)
+    assert as_written.pop("recipe") == "torchvision-v1" and preset.pop("recipe") == "torchvision-v2"
+    assert as_written == preset and preset["amp"] == "fp16" and preset["data"] == f"folder:{tmp_path}"
+
+
 @pytest.mark.parametrize("name", PRESET_NAMES)
 def test_print_config_prints_the_resolved_configuration_and_trains_nothing(name, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -198,6 +212,51 @@ def test_a_users_recipe_file_works_and_is_saved_into_config_json(tmp_path, capsy
         assert "PyYAML (pip install pyyaml)" in capsys.readouterr().err
     else:
         assert resolved(["lenet5", "--recipe", str(yaml_recipe)])["cutmix_alpha"] == 1.0
+
+
+def test_extends_reads_a_file_from_the_recipes_own_folder(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.json").write_text(json.dumps({"extends": "lenet5", "options": {"epochs": 3}}))
+    (tmp_path / "recipes" / "mine.json").write_text(json.dumps({"extends": "base.json", "lr": 0.02}))
+    monkeypatch.chdir(tmp_path)  # not the recipes' folder: base.json is found beside mine.json all the same
+    options = read_recipe("recipes/mine.json")["options"]
+    assert options == {**FAMILY_DEFAULTS["lenet"], "epochs": 3, "lr": 0.02}
+
+
+# The recipe flags the issue names, as torchvision's references/classification/train.py spells them.
+TORCHVISION_FLAGS = (
+    "--mixup-alpha", "--cutmix-alpha", "--auto-augment", "--ra-magnitude", "--augmix-severity", "--random-erase",
+    "--model-ema", "--model-ema-steps", "--model-ema-decay", "--clip-grad-norm", "--accum-steps", "--ra-sampler",
+    "--ra-reps", "--train-crop-size", "--val-resize-size", "--val-crop-size", "--interpolation",
+    "--norm-weight-decay", "--bias-weight-decay", "--lr-scheduler", "--lr-warmup-epochs", "--lr-warmup-method",
+    "--lr-warmup-decay", "--lr-step-size", "--lr-gamma", "--lr-min", "--opt", "--momentum", "--weight-decay",
+    "--wd", "--label-smoothing",
+)  # fmt: skip
+
+
+def test_torchvisions_flags_are_train_flags_and_their_snake_case_recipe_keys(tmp_path, capsys):
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    accepted = {s for a in train_parser._actions for s in a.option_strings}
+    assert not [f for f in TORCHVISION_FLAGS if f not in accepted]
+    # the recipe's torchvision keys are exactly the flags' aliases, each naming its field
+    aliases = {
+        flag[2:].replace("-", "_"): d.name
+        for d in declared_options()
+        if d.optional
+        for flag in d.option.flags
+        if flag != "--" + d.name.replace("_", "-")
+    }
+    assert aliases == TORCHVISION_KEYS
+    ours = {"schedule": "steplr", "warmup": 2, "weight_decay": 1e-3}
+    theirs = {"lr_scheduler": "steplr", "lr_warmup_epochs": 2, "wd": 1e-3}
+    (tmp_path / "theirs.json").write_text(json.dumps({"extends": "lenet5", "options": theirs}))
+    cfg = resolved(["--recipe", str(tmp_path / "theirs.json")])
+    assert {k: cfg[k] for k in ours} == ours and cfg == resolved(
+        ["lenet5", *["--schedule", "steplr", "--warmup", "2", "--wd", "1e-3"]]
+    )
+    (tmp_path / "both.json").write_text(json.dumps({"model": "lenet5", "schedule": "cosine", "lr_scheduler": "steplr"}))
+    assert main(["train", "--recipe", str(tmp_path / "both.json"), "--print-config"]) == 2
+    assert "schedule and lr_scheduler are one option" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

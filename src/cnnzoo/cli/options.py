@@ -237,6 +237,8 @@ def _add_argument(p: argparse.ArgumentParser, d: Declared) -> None:
         kwargs.update(action="append", default=[], metavar=o.metavar)
     else:  # the device's spelling is checked here, its range (declared in TrainConfig) by TrainConfig.validate
         kwargs.update(type=parse_device if d.name == "device" else d.kind, choices=o.choices, metavar=o.metavar)
+        if o.bare is not None:
+            kwargs.update(nargs="?", const=o.bare)
     p.add_argument(*flags, **kwargs)
 
 

@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Several processes: torchrun --nproc_per_node N -m cnnzoo train ...",
     )
     add_train_config_arguments(p)
+    # torchvision's references/classification/train.py spellings, so that its README's commands run as written
+    p.add_argument("--model", dest="model_flag", metavar="MODEL", help="MODEL as torchvision's train.py names it")
+    p.add_argument(
+        "--data-path",
+        metavar="DIR",
+        help="torchvision's spelling of --data folder:DIR (DIR/train/CLASS/*, DIR/val/CLASS/*)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -96,6 +103,7 @@ def _check_model_tag(target: str, pretrained: bool) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
 
+    _torchvision_spellings(args)
     if not args.model and not args.resume and not args.recipe:
         raise ValueError("name a model to train (see cnnzoo list), or --resume RUN_DIR")
     from ..model_options import parse_model_options
@@ -109,6 +117,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{**values, "model": model, "pretrained": pretrained})
     train(cfg.validate(label=flag_of))  # a value out of range: one line naming its flag, before anything is written
     return 0
+
+
+def _torchvision_spellings(args: argparse.Namespace) -> None:
+    """``--model NAME`` and ``--data-path DIR`` (torchvision's train.py) as MODEL and ``--data folder:DIR``."""
+    from ..train.config import TrainingError
+
+    if args.model_flag is not None:
+        if args.model and args.model != args.model_flag:
+            raise TrainingError(f"MODEL {args.model!r} and --model {args.model_flag!r}: give the model once")
+        args.model = args.model_flag
+    if args.data_path is not None:
+        if args.data is not None:
+            raise TrainingError(f"--data {args.data!r} and --data-path {args.data_path!r}: give the data once")
+        args.data = f"folder:{args.data_path}"
 
 
 def _model_of_recipe(recipe: str) -> str:

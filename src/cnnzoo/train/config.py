@@ -109,6 +109,7 @@ class Option:
     below: float | None = None
     cli: bool = True
     positional: bool = False
+    bare: Any = None  # the value the flag takes when given alone (torchvision's bare --amp), else it needs one
 
     def allowed_range(self) -> str | None:
         """The range in words, as error messages and ``--help`` give it: ``>= 0 and < 1``."""
@@ -173,7 +174,10 @@ class TrainConfig:
     )
     label_smoothing: float | None = option(None, help="label smoothing of the cross-entropy loss", min=0, below=1)
     weight_decay: float | None = option(
-        None, help="on weights; biases and normalisation layers: see --norm-weight-decay", min=0
+        None,
+        flags=("--weight-decay", "--wd"),  # --wd: torchvision's train.py spells it so too
+        help="on weights; biases and normalisation layers: see --norm-weight-decay",
+        min=0,
     )
     norm_weight_decay: float | None = option(
         None,
@@ -261,7 +265,10 @@ class TrainConfig:
     aug_pad: int | None = option(None, help="in-memory data: random shifts of up to this many pixels", min=0, cli=False)
     aug_flip: bool | None = option(None, help="in-memory data: random horizontal flips", cli=False)
     amp: str | None = option(
-        None, help="mixed-precision autocast (default: bf16 on CUDA, none on CPU)", choices=("bf16", "fp16", "none")
+        None,
+        help="mixed-precision autocast (default: bf16 on CUDA, none on CPU); --amp alone is torchvision's: fp16 with a gradient scaler",
+        choices=("bf16", "fp16", "none"),
+        bare="fp16",
     )
     # None: on (off for LeNet; see FAMILY_DEFAULTS and fast.training_defaults)
     channels_last: bool | None = option(None, help="NHWC memory format (default: on, except for LeNet-5)")
