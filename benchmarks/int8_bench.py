@@ -1,6 +1,12 @@
 """INT8 on the CPU: cnnzoo's ONNX Runtime INT8 models against torchvision eager fp32, and what INT8 costs in accuracy.
 
-Speed. For each model and batch, three contenders run on the same random images in one process, with the
+Speed (``--via bench``, the default). Each model and batch through ``cnnzoo bench MODEL --precision int8
+--device cpu --vs torchvision`` (:func:`cnnzoo.bench.benchmark`): cnnzoo's INT8 model (BN folded, exported,
+quantized by ONNX Runtime, calibrated on random images: speed does not depend on the ranges) against torchvision
+eager fp32, rounds alternated in one process; the cores other processes kept busy over the call are recorded,
+and each case first waits (``--quiet-below``, up to ``--max-wait`` s) for the machine to go quiet.
+
+Speed (``--via script``). For each model and batch, three contenders run on the same random images in one process, with the
 same threads (``--threads``: PyTorch's and ONNX Runtime's intra-op threads): torchvision's model eager in
 fp32 (NCHW, as it runs out of the box), the cnnzoo model exported to ONNX and run by ONNX Runtime in fp32,
 and that export quantized by :func:`cnnzoo.quantize.quantize_onnx` (QDQ, u8s8, 7-bit per-channel weights,
@@ -18,11 +24,12 @@ which inflates the ratios. For resnet50 the INT8 session's time per op type come
 Accuracy. A LeNet-5 trained as ``cnnzoo train lenet5`` does (mnist5k, 30 epochs), and a resnet20 trained on
 a generated image folder (10 classes of faint coloured shapes on noisy backgrounds, 32x32 PNGs, ImageNet layout),
 each quantized with calibration images from its run folder's training split
-(:func:`cnnzoo.quantize.calibration_batch`) and checked on the held-out split
-(:func:`cnnzoo.quantize.compare_accuracy`). Run folders are kept in ``--work`` and reused.
+and checked on the whole held-out split, as ``cnnzoo export RUN --quantize int8`` does
+(:func:`cnnzoo.quantize.quantize_export`). Run folders are kept in ``--work`` and reused.
 
     python benchmarks/int8_bench.py                      # appends a run to benchmarks/results/int8_bench.json
-    python benchmarks/int8_bench.py --only speed --cases resnet18:32
+    python benchmarks/int8_bench.py --only speed --cases resnet18:32 --rounds 3
+    python benchmarks/int8_bench.py --only speed --via script   # torchvision fp32, ORT fp32 and ORT INT8
 
 Each invocation is appended to the JSON's ``runs`` (``--fresh`` starts the file over), with the load average
 (``os.getloadavg()``) at its start and end: on a shared machine, compare runs.
@@ -55,8 +62,12 @@ from cnnzoo import quantize as q  # noqa: E402
 from cnnzoo.bench import environment  # noqa: E402
 from cnnzoo.export import export_model  # noqa: E402
 
-DEFAULT_CASES = "resnet50:32,resnet50:1,resnet18:32,resnet18:1,googlenet:4,inception_v3:4,vgg16:4,alexnet:4"
-TARGETS = {("resnet50", 32): 4.0, ("resnet50", 1): 3.0}  # issue 15: INT8 / torchvision eager fp32
+DEFAULT_CASES = ",".join(
+    f"{m}:{b}"
+    for m in ("resnet50", "resnet18", "googlenet", "inception_v3", "vgg11", "alexnet", "lenet5")
+    for b in (32, 1)
+)
+TARGETS = {(m, b): t for m in ("resnet50", "resnet18") for b, t in ((32, 4.0), (1, 3.0))}  # issue 15: INT8 / tv fp32
 QUIET_CORES = 0.25  # other processes' load (cores) under which a round counts as quiet
 SHAPES = ("circle", "square", "triangle", "cross", "hbars", "vbars", "ring", "diagonal", "dots", "checker")
 
@@ -220,6 +231,43 @@ def speed_case(name: str, batch: int, args, work: Path) -> dict:
     return row
 
 
+def bench_case(name: str, batch: int, args) -> dict:
+    """One row through the library's own benchmark: ``cnnzoo bench NAME --precision int8 --vs torchvision``.
+
+    What the user runs: cnnzoo's INT8 ONNX Runtime model (calibrated on random images, speed only) against
+    torchvision eager fp32, alternated round by round in one process. Waits for quiet first (``--quiet-below``),
+    and records the cores other processes kept busy over the whole call.
+    """
+    from cnnzoo.bench import benchmark
+
+    if args.quiet_below:
+        waited = wait_until_quiet(args.quiet_below, args.max_wait)
+    result = {}
+
+    def run():
+        result.update(benchmark(
+            name, precision="int8", device="cpu", vs=["torchvision"], batch_size=batch, rounds=args.rounds,
+            round_seconds=args.round_seconds, warmup=2,
+        ))  # fmt: skip
+
+    foreign = foreign_load(run)
+    ours = result["results"][0]
+    ratio = result["ratios"].get("torchvision")
+    row = dict(
+        model=name, batch=batch, via="cnnzoo bench", recipe=ours["recipe"],
+        images_per_s={c["library"]: c["images_per_s"] for c in result["results"]},
+        ratio_vs_torchvision=None if ratio is None else ratio["median"],
+        ratio_per_round=None if ratio is None else ratio["per_round"],
+        skipped=result["skipped"], foreign_cores=foreign, foreign_cores_before=waited if args.quiet_below else None,
+        target=TARGETS.get((name, batch)), load_average=result["env"]["load_average_start"] + result["env"]["load_average"],
+    )  # fmt: skip
+    shown = "no torchvision twin" if ratio is None else f"INT8/torchvision fp32 {ratio['median']:.2f}x"
+    rounds = "" if ratio is None else f" (rounds {', '.join(f'{r:.2f}' for r in ratio['per_round'])})"
+    print(f"{name} batch {batch}: INT8 {ours['images_per_s']:.1f} img/s, {shown}{rounds}, "
+          f"other processes {foreign:.2f} cores", flush=True)  # fmt: skip
+    return row
+
+
 # --------------------------------------------------------------------------------------------------
 # Accuracy
 # --------------------------------------------------------------------------------------------------
@@ -288,19 +336,18 @@ def trained_run(out: Path, **config) -> tuple[Path, float]:
 
 
 def accuracy_case(name: str, run: Path, train_s: float, work: Path) -> dict:
+    """``cnnzoo export RUN --quantize int8``'s path (:func:`cnnzoo.quantize.quantize_export`): calibrated on 256
+    of the run's training images, fp32 and INT8 files compared on every held-out image."""
     model = cnnzoo.load_model(run)
-    calibration = q.calibration_batch(run, q.DEFAULT_CALIBRATION_IMAGES)
-    images, labels = q.held_out_batch(run)
-    report = q.quantize_model(model, work / f"{name}-trained.int8.onnx", calibration, force=True)
-    check = q.compare_accuracy(model, report.path, images, labels)
-    print(f"{name} ({run}): {check}", flush=True)
+    done = q.quantize_export(model, work / f"{name}-trained.int8.onnx", str(run), check_images=10**6, force=True)
+    print(f"{name} ({run}): {done.check}", flush=True)
     return dict(
         model=name,
         run=str(run),
         train_s=train_s,
         data=json.loads((run / "config.json").read_text())["data"],
-        quantize=str(report),
-        **check.as_dict(),
+        quantize=str(done.quantize),
+        **done.check.as_dict(),
     )
 
 
@@ -328,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=DEFAULT_CASES, help="MODEL:BATCH,... for the speed part")
     p.add_argument("--only", choices=("speed", "accuracy"), help="run one part only")
+    p.add_argument(
+        "--via", choices=("bench", "script"), default="bench",
+        help="speed through cnnzoo bench --precision int8 --vs torchvision (default), or this script's own three-way "
+        "rounds (torchvision eager fp32, ORT fp32, ORT INT8) with a quiet wait before each round",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument(
@@ -353,7 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     run = dict(env=environment("cpu"), threads=args.threads, rounds=args.rounds, round_seconds=args.round_seconds)
     if args.only != "accuracy":
         cases = [(m, int(b)) for m, b in (c.split(":") for c in args.cases.split(","))]
-        run["speed"] = [speed_case(m, b, args, work) for m, b in cases]
+        case = (
+            (lambda m, b: bench_case(m, b, args))
+            if args.via == "bench"
+            else (lambda m, b: speed_case(m, b, args, work))
+        )
+        run["speed"] = [case(m, b) for m, b in cases]
+        run["via"] = args.via
     if args.only != "speed":
         run["accuracy"] = accuracy(args, work)
     run["load_average_end"] = [round(v, 2) for v in os.getloadavg()]

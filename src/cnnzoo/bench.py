@@ -58,7 +58,14 @@ __all__ = ["benchmark", "benchmark_data", "environment", "LIBRARIES"]
 
 LIBRARIES = ("cnnzoo", "torchvision", "timm")
 MODES = ("infer", "train")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The autocast dtype of each precision. INT8 is cnnzoo's ONNX Runtime model (the others have no INT8 of their
+# own here: torchvision's quantized models are eager FX/fbgemm ones), so its twins run fp32, the issue's yardstick.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}
+INT8_CALIBRATION_IMAGES = 16  # random images like the timed batch: speed does not depend on the ranges they give
+INT8_NOTE = (
+    f"cnnzoo int8: calibrated on {INT8_CALIBRATION_IMAGES} random images, which measures speed, not accuracy "
+    "(for that, calibrate on real data: cnnzoo export --quantize int8); the others run fp32"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,7 +240,25 @@ def _train_contender(library: str, model: nn.Module, s: Settings, x: torch.Tenso
     return Contender(library, recipe, step, model, optimizer=opt)
 
 
+def _int8_contender(model: nn.Module, s: Settings, x: torch.Tensor) -> Contender:
+    """cnnzoo's INT8 model: folded, exported, quantized by ONNX Runtime (QDQ), run by an ORT session."""
+    from .fast import optimize_for_inference
+
+    gen = torch.Generator().manual_seed(1)  # calibration images: drawn like the timed batch, but not it
+    calibration = torch.randn(INT8_CALIBRATION_IMAGES, *s.input_size, generator=gen)
+    fast = optimize_for_inference(model, precision="int8", device="cpu", calibration=calibration)
+    r = fast.quantize_report
+    recipe = (
+        f"infer, {len(fast.model.folded_batchnorms)} BN folded, int8 QDQ ({r.quantized_ops}/{r.weight_ops} layers, "
+        f"per-channel int8 weights, {r.activations} activations, {r.calibration_images} random calibration images), "
+        "onnxruntime"
+    )
+    return Contender("cnnzoo", recipe, lambda: fast(x), fast, torch_memory=False)
+
+
 def _infer_contender(library: str, model: nn.Module, s: Settings, x: torch.Tensor) -> Contender:
+    if library == "cnnzoo" and s.precision == "int8":
+        return _int8_contender(model, s, x)
     if library == "cnnzoo" and s.fast:
         from .fast import optimize_for_inference, pick_backend
 
@@ -258,7 +283,8 @@ def _infer_contender(library: str, model: nn.Module, s: Settings, x: torch.Tenso
         model.to(memory_format=torch.channels_last)
         xin = x.contiguous(memory_format=torch.channels_last)
     amp = s.amp_dtype
-    recipe = f"infer, {s.precision}{' autocast' if amp else ''}{', channels_last' if channels_last else ''}"
+    precision = "fp32" if s.precision == "int8" else s.precision  # the twins of cnnzoo's INT8 model: fp32
+    recipe = f"infer, {precision}{' autocast' if amp else ''}{', channels_last' if channels_last else ''}"
     run: Callable = model
     if s.compile:
         from .fast import inductor_options
@@ -450,6 +476,8 @@ def benchmark(
     device = resolve_device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
     _check_benchmark_args(mode, device, precision, vs, rounds, warmup, iters)
+    if precision == "int8" and (not fast or backend not in ("auto", "onnxruntime")):
+        raise ValueError("--precision int8 is cnnzoo's ONNX Runtime INT8 model: leave --plain and --backend out")
     info = get_model_info(model)
     s = Settings(
         model=model, mode=mode, device=device,
@@ -479,6 +507,8 @@ def benchmark(
     flops_per_image = (
         None if macs is None else 2 * macs * (3 if mode == "train" else 1)
     )  # a backward pass: about 2 forwards
+    if precision == "int8":
+        settings["int8"] = INT8_NOTE
     results = [_contender_result(c, flops_per_image) for c in contenders]
     return dict(settings=settings, env=env, results=results, ratios=_ratios(contenders), skipped=skipped)
 
@@ -500,6 +530,13 @@ def _check_benchmark_args(
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if mode == "train" and precision == "fp16":
         raise ValueError("fp16 training needs loss scaling, whose overflow check syncs the host every step; use bf16")
+    if precision == "int8" and mode == "train":
+        raise ValueError("--precision int8 is for inference only (an ONNX Runtime INT8 model): use --mode infer, "
+                         "or fp32 / bf16 to train")  # fmt: skip
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(
+            f"--precision int8 runs on the CPU (ONNX Runtime's INT8 kernels), not {device}: use --device cpu"
+        )
     unknown = [v for v in vs if v not in LIBRARIES[1:]]
     if unknown:
         raise ValueError(f"--vs takes {', '.join(LIBRARIES[1:])}; got {', '.join(unknown)}")

@@ -136,7 +136,9 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Top-1, top-5, per-class accuracy and confusion matrix of weights on a split (the test split).
 
-    ``path``: a run folder or checkpoint, or with ``pretrained`` a model name, evaluated with the
+    ``path``: a run folder or checkpoint, an exported ``.onnx`` file (fp32 or INT8, run by onnxruntime on the
+    CPU, fed as its metadata says; the data defaults to the run's it was exported from), or with ``pretrained``
+    a model name, evaluated with the
     published weights' own transform (e.g. resize 232, crop 224, bilinear for resnet50's V2) so that the
     ImageNet validation set (``folder:DIR``, either layout of :func:`~cnnzoo.data.load_eval_folder`)
     gives the published top-1. Under torchrun each process evaluates its own shard and the counts are
@@ -147,15 +149,20 @@ def evaluate_checkpoint(
     check_option("workers", workers)
     check_option("which", which)
     check_device_name(device)  # its spelling, before a process group is set up; pick_device checks the machine
-    d = setup_distributed(device)
-    dev = pick_device(device, d)
-    w = open_weights(path, pretrained=pretrained, which=which)
+    if _is_onnx(path):
+        w, model = _onnx_for_evaluation(path, device, pretrained)
+        d = setup_distributed("cpu")
+        dev = torch.device("cpu")
+    else:
+        d = setup_distributed(device)
+        dev = pick_device(device, d)
+        w = open_weights(path, pretrained=pretrained, which=which)
+        model = w.model.to(dev)
     spec = data or w.data
     if spec is None:
         raise WeightsError(
             f"{w.origin}: give the data to evaluate on, e.g. --data folder:/path/to/imagenet (its val/ images)"
         )
-    model = w.model.to(dev)
     split = datalib.load_eval_data(
         spec, channels=model.in_chans, image_size=w.eval_crop.crop, eval_crop=w.eval_crop, max_pixels=max_pixels
     )
@@ -281,4 +288,51 @@ def _onnx_weights(model) -> Weights:
             if pre.input_size == size
             else datalib.EvalCrop(size, None, pre.interpolation, pre.resize_mode, pre.antialias)
         )
-    return Weights(model, model.classes, crop, model.mean, model.std, meta.get("channel_order", "RGB"), str(model.path))
+    order = meta.get("channel_order", "RGB")
+    return Weights(model, model.classes, crop, model.mean, model.std, order, str(model.path), meta.get("data"))
+
+
+def _is_onnx(path: str) -> bool:
+    from .export import is_onnx_file
+
+    return is_onnx_file(path)
+
+
+class _OnnxAsModule(nn.Module):
+    """An exported ONNX file as :func:`~cnnzoo.train.engine.evaluate` takes a model: a module, on the CPU.
+
+    ``evaluate`` finds the device from the parameters and switches train / eval modes; the file has neither,
+    so an empty CPU parameter stands for its device. A file exported with a fixed batch (``cnnzoo export``'s
+    default, 1) is run that many images at a time; the logits come back as one batch.
+    """
+
+    def __init__(self, onnx: Any) -> None:
+        super().__init__()
+        self.onnx = onnx
+        self.device_marker = nn.Parameter(torch.empty(0), requires_grad=False)
+        self.model_name = onnx.model_name or onnx.path.stem
+        self.in_chans = onnx.input_shape[1]
+        classes = onnx.session.get_outputs()[0].shape[-1]
+        self.num_classes = classes if isinstance(classes, int) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fixed = self.onnx.input_shape[0]
+        step = fixed if isinstance(fixed, int) else len(x)
+        return torch.cat([self.onnx(x[i : i + step]) for i in range(0, len(x), step)])
+
+
+def _onnx_for_evaluation(path: str, device: str | None, pretrained: bool | str) -> tuple[Weights, nn.Module]:
+    """An ``.onnx`` file's weights (its metadata) and the module ``evaluate`` runs; refused on another device."""
+    from .export import OnnxModel
+
+    if pretrained:
+        raise WeightsError(f"{path}: an ONNX file carries its own weights; leave --pretrained out")
+    if device not in (None, "auto", "cpu"):
+        raise WeightsError(
+            f"{path}: ONNX files are evaluated by onnxruntime on the CPU; leave --device out or give cpu"
+        )
+    w = _onnx_weights(OnnxModel(path))
+    q = w.model.metadata.get("quantization")
+    kind = f"INT8 ({q.get('format')}, {q.get('method')} calibration)" if q else "fp32"
+    w.notes.append(f"{path}: {kind} ONNX model run by onnxruntime on the CPU")
+    return w, _OnnxAsModule(w.model)

@@ -20,7 +20,8 @@ Runtime's own tools:
 Why uint8 activations with int8 weights (u8s8): x86 integer dot products (``vpmaddubsw`` on AVX2,
 ``vpdpbusd`` with VNNI) multiply unsigned by signed bytes, and MLAS's fast kernels are u8s8. Measured with
 ORT 1.32 on 2 cores of an AMD EPYC with AVX2 and no VNNI, resnet18 at batch 32 against torchvision eager
-fp32: u8s8 4.3x, s8s8 1.5x, u8u8 1.6x (ORT fp32: 2.7x); see benchmarks/int8_bench.py.
+fp32: u8s8 4.3x, s8s8 1.5x, u8u8 1.6x (ORT fp32: 2.7x), on a busy machine; in quiet rounds u8s8 gave 3.5x
+(benchmarks/RESULTS.md, "INT8 on the CPU").
 
 Why 7-bit weights (``reduce_range=True``, the default): without VNNI, ``vpmaddubsw`` adds two u8 x s8
 products into an int16, which overflows (255 * 127 * 2 > 32767) and saturates. Measured on that CPU with a
@@ -55,21 +56,24 @@ import torch
 from torch import nn
 
 from .errors import CnnzooError
-from .export import OnnxModel, export_model
+from .export import ExportReport, OnnxModel, export_metadata, export_model
 from .fileio import atomic_write, safe_output
 
 __all__ = [
     "ACTIVATION_TYPES",
     "DEFAULT_CALIBRATION_IMAGES",
+    "DEFAULT_CHECK_IMAGES",
     "METHODS",
     "AccuracyReport",
     "QuantizeError",
     "QuantizeReport",
+    "QuantizedExport",
     "calibration_batch",
     "centred_cosine",
     "compare_accuracy",
     "held_out_batch",
     "inference_session",
+    "quantize_export",
     "quantize_model",
     "quantize_onnx",
 ]
@@ -77,6 +81,7 @@ __all__ = [
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("uint8", "int8")
 DEFAULT_CALIBRATION_IMAGES = 256  # ORT's examples calibrate on a few hundred images; ranges settle well before
+DEFAULT_CHECK_IMAGES = 1000  # held-out images of the fp32 / INT8 comparison: one changed prediction is 0.1 points
 DEFAULT_PERCENTILE = 99.999
 CALIBRATION_BATCH = 16  # images per calibration run: one batch's activations of every layer are in memory at once
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")  # the ops whose weights hold the model's arithmetic
@@ -265,9 +270,38 @@ def _check_options(method: str, activations: str, percentile: float, calibration
         raise ValueError(f"calibration_batch_size {calibration_batch_size!r}: expected a positive integer")
 
 
+def _float_logits(model: Any) -> Any:
+    """``model`` with the QuantizeLinear / DequantizeLinear pair on its output removed: the logits stay float.
+
+    The quantizer also quantizes the graph's output, to 256 levels over the calibration range: the last
+    layer's float result is rounded for nothing, and close logits become equal (measured on a trained
+    LeNet-5: 1 of 200 held-out digits tied, and ``argmax`` and ``topk`` then broke the tie differently).
+    ONNX Runtime still runs the last Gemm / Conv in INT8, with a float output (QGemm without an output scale).
+    """
+    out = model.graph.output[0].name
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dq = producer.get(out)
+    q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    if q is None or q.op_type != "QuantizeLinear" or sum(q.output[0] in n.input for n in model.graph.node) != 1:
+        return model
+    source = q.input[0]
+    for node in model.graph.node:  # the float tensor takes the output's name, wherever it is produced or read
+        node.output[:] = [out if name == source else name for name in node.output]
+        node.input[:] = [out if name == source else name for name in node.input]
+    model.graph.node.remove(q)
+    model.graph.node.remove(dq)
+    used = {name for node in model.graph.node for name in node.input}
+    for entries, gone in ((model.graph.value_info, {source, out}), (model.graph.initializer, set(q.input[1:]) - used)):
+        for entry in [
+            e for e in entries if e.name in gone
+        ]:  # the pair's scale and zero point, if nothing else reads them
+            entries.remove(entry)
+    return model
+
+
 def _stamp_metadata(model: Any, props: dict[str, str], quantization: dict[str, Any]) -> None:
     """The fp32 file's cnnzoo metadata, plus how it was quantized, on the quantized ONNX ``model``."""
-    record = dict(dtype="int8", format="QDQ", weights="int8", **quantization)
+    record = dict(dtype="int8", format="QDQ", weights="int8", logits="float", **quantization)
     props = {**props, "cnnzoo.quantization": json.dumps(record)}
     del model.metadata_props[:]
     for key, value in props.items():
@@ -343,7 +377,7 @@ def quantize_onnx(
             raise QuantizeError(
                 f"{source}: ONNX Runtime could not quantize it ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
             ) from e
-        model = onnx.load(str(quantized))
+        model = _float_logits(onnx.load(str(quantized)))
     count = sum(len(b) for b in batches)
     quantization = dict(method=method, calibration_images=count, activations=activations)
     quantization.update(per_channel=per_channel, reduce_range=reduce_range, onnxruntime=ort.__version__)
@@ -388,12 +422,12 @@ def quantize_model(
     export (metadata defaults to the model's registry entry); ``options`` to :func:`quantize_onnx`. The fp32
     file is temporary: export with :func:`export_model` and call :func:`quantize_onnx` to keep both.
     """
-    if (
-        image_size is None
-        and isinstance(calibration_images, (torch.Tensor, np.ndarray))
-        and calibration_images.ndim == 4
-    ):
-        image_size = int(calibration_images.shape[-1])
+    if not isinstance(calibration_images, (torch.Tensor, np.ndarray)):
+        calibration_images = list(calibration_images)  # an iterator of batches: read once, used for the size too
+    if image_size is None and len(calibration_images):
+        whole = isinstance(calibration_images, (torch.Tensor, np.ndarray))
+        first = calibration_images if whole else calibration_images[0]
+        image_size = int(_as_array(first, "calibration_images").shape[-1])
     safe_output(out_path, force=options.get("force", False), kind="onnx")  # refused before the export's work
     with tempfile.TemporaryDirectory(prefix="cnnzoo-fp32-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
@@ -428,7 +462,7 @@ class AccuracyReport:
         head = f"INT8 check on {self.images:,} held-out images: "
         if self.fp32_top1 is not None:
             fp32, int8 = 100 * self.fp32_top1, 100 * self.int8_top1
-            head += f"top-1 fp32 {fp32:.2f}%, int8 {int8:.2f}% ({-self.top1_drop:+.2f} points); "
+            head += f"top-1 fp32 {fp32:.2f}%, int8 {int8:.2f}% ({int8 - fp32:+.2f} points); "
         return head + f"int8 agrees with fp32 on {100 * self.agreement:.2f}%, logit cosine {self.logit_cosine:.4f}"
 
 
@@ -533,7 +567,10 @@ def _sample(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
     seed: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    channels: int | None = None,
+    channel_order: str = "RGB",
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(normalised images, labels, the data's class names) drawn from one split of a run folder's data or a spec."""
     from . import data as datalib
 
     run_dir = Path(source).expanduser()
@@ -551,7 +588,7 @@ def _sample(
         raise QuantizeError(
             f"{source}: give mean and std (the model's normalisation, e.g. its registry entry's) for a plain data spec"
         )
-    splits = datalib.load_data(settings["spec"], channels=settings["channels"], image_size=image_size)
+    splits = datalib.load_data(settings["spec"], channels=channels or settings["channels"], image_size=image_size)
     split = splits.train if split_name == "train" else splits.test
     n = len(split) if n_images is None else min(n_images, len(split))
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
@@ -567,8 +604,10 @@ def _sample(
         if not samples:
             raise QuantizeError(f"{source}: none of the {n} images drawn from the {split_name} split could be read")
         images, labels = torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
+    if channel_order == "BGR" and images.shape[1] == 3:  # Keras' caffe-style weights: flipped before normalising
+        images = images.flip(1)
     mean, std = _channel_stats(mean, images.shape[1]), _channel_stats(std, images.shape[1])
-    return datalib.normalize_batch(images, mean, std), labels
+    return datalib.normalize_batch(images, mean, std), labels, list(splits.classes)
 
 
 def calibration_batch(
@@ -598,4 +637,82 @@ def held_out_batch(
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` from the held-out split, like :func:`calibration_batch` (default: all of it)."""
-    return _sample(source, "test", n_images, image_size, mean, std, seed)
+    return _sample(source, "test", n_images, image_size, mean, std, seed)[:2]
+
+
+# --------------------------------------------------------------------------------------------------
+# Export, calibrate, quantize and check in one go: what `cnnzoo export --quantize int8` runs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizedExport:
+    """What :func:`quantize_export` did: the fp32 export's check, the INT8 file, and the held-out comparison."""
+
+    export: ExportReport  # the fp32 file was temporary: its path no longer exists
+    quantize: QuantizeReport
+    check: AccuracyReport
+    data: str  # where the calibration and held-out images came from
+    data_classes: int  # classes in that data; top-1 is reported only when they are the model's
+
+    def __str__(self) -> str:
+        e = self.export
+        lines = [
+            f"exported {e.model} to fp32 ONNX (opset {e.opset}) and checked it with {e.checked_with} against "
+            f"PyTorch: max abs diff {e.max_abs_diff:.1e} <= {e.tolerance:.0e}",
+            str(self.quantize),
+            f"calibrated on {self.quantize.calibration_images:,} training images of {self.data}; "
+            "fp32 and INT8 run on its held-out images:",
+            str(self.check),
+        ]
+        if self.check.fp32_top1 is None:
+            lines.append(
+                f"(no top-1: the data has {self.data_classes} classes, the model {e.output_shape[-1]}; "
+                "agreement and logit cosine compare INT8 with fp32 alone)"
+            )
+        return "\n".join(lines)
+
+
+def quantize_export(
+    model: nn.Module,
+    out_path: str | Path,
+    data: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    check_images: int = DEFAULT_CHECK_IMAGES,
+    image_size: int | None = None,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    force: bool = False,
+    seed: int = 0,
+    **options: Any,
+) -> QuantizedExport:
+    """Export ``model`` to fp32 ONNX, quantize it to INT8 at ``out_path``, and compare the two on held-out images.
+
+    ``data`` is a run folder or a data spec: ``calibration_images`` images of its training split calibrate the
+    activation ranges, ``check_images`` of its held-out split are run through both files
+    (:func:`compare_accuracy`; top-1 too when the data has as many classes as the model). Images are
+    normalised as ``metadata`` says (default :func:`cnnzoo.export.export_metadata`: mean, std, channel order)
+    at the export's size. Every image is read before anything is written, so bad data costs no file. The fp32
+    file is temporary; ``options`` go to :func:`quantize_onnx`.
+    """
+    for name, value, least in (("calibration_images", calibration_images, 1), ("check_images", check_images, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} {value!r}: expected an integer >= {least} (a few hundred calibrate well)")
+    out = safe_output(out_path, force=force, kind="onnx")
+    meta = dict(metadata) if metadata is not None else export_metadata(model)
+    size = image_size or meta.get("image_size") or getattr(model, "native_size", None)
+    feed = dict(
+        image_size=size, mean=meta.get("mean"), std=meta.get("std"), seed=seed,
+        channels=getattr(model, "in_chans", None), channel_order=meta.get("channel_order", "RGB"),
+    )  # fmt: skip
+    calibration = _sample(data, "train", calibration_images, **feed)[0]
+    images, labels, classes = _sample(data, "test", check_images, **feed)
+    with tempfile.TemporaryDirectory(prefix="cnnzoo-fp32-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        exported = export_model(model, fp32, image_size=size, dynamic_batch=dynamic_batch, opset=opset, metadata=meta)
+        report = quantize_onnx(fp32, out, calibration, force=force, **options)
+        labelled = len(classes) == exported.output_shape[-1]
+        check = compare_accuracy(fp32, report.path, images, labels if labelled else None)
+    return QuantizedExport(exported, report, check, str(data), len(classes))

@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p, help="cpu or cuda (default: cuda when available)")
     add_batch_size(p, help="default: 256 on a GPU, 32 on the CPU (16 for training)")
     p.add_argument("--input", help="input size: 224 or 3x224x224 (default: the model's native size)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: bf16 on a GPU, fp32 on the CPU")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16", "int8"],
+        help="default: bf16 on a GPU, fp32 on the CPU; int8 (CPU, inference): cnnzoo's ONNX Runtime INT8 model, "
+        "calibrated on random images (speed only), against the others in fp32",
+    )  # fmt: skip
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -132,6 +136,8 @@ def _print_table(r: dict) -> None:
                       f"max {q['max']:.2f}, quartiles {q['q1']:.2f}-{q['q3']:.2f})")  # fmt: skip
     for library, why in r["skipped"].items():
         console.print(f"{library}: skipped ({why})")
+    if s.get("int8"):
+        console.print(f"note: {s['int8']}", highlight=False)
     console.print(f"load average {env['load_average_start']} -> {env['load_average']}; torch {env['torch']}, "
                   f"torchvision {env['torchvision']}, timm {env['timm']}, onnxruntime {env['onnxruntime']}", highlight=False)  # fmt: skip
 

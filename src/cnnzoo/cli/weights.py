@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import WeightsError
-from .options import add_force, add_model_options, add_out, add_shared
+from .options import add_force, add_model_options, add_out, add_shared, positive
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +55,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
     add_shared(p, "opset")
+    p.add_argument(
+        "--quantize", choices=["int8"],
+        help="write an INT8 ONNX file instead (ONNX Runtime static quantization, QDQ, per-channel int8 weights), "
+        "calibrated on the run's own training images (or --calibrate), and print its top-1 against fp32 on held-out "
+        "images (default name: MODEL.int8.onnx)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibrate", metavar="DATA_SPEC",
+        help="with --quantize: calibrate on this data's training split and check on its held-out split (a data spec "
+        "such as folder:DIR or mnist5k, or a run folder); needed for a model name, whose weights carry no data",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-images", type=positive, metavar="N",
+        help="with --quantize: training images that calibrate the activation ranges (default 256)",
+    )  # fmt: skip
     p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
     p.add_argument(
         "--weights", help="with a model name: load this weights file (any format convert reads) or http(s) URL first"
@@ -117,9 +132,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import FORMATS, export_metadata, export_model
     from ..fileio import safe_output
 
+    _check_quantize_args(args)
     if args.out:  # checked before the model is even loaded; export_model checks a default path itself
         safe_output(args.out, force=args.force, kind=args.format)
     model, metadata, default_out = _model_to_export(args)
+    if args.quantize:
+        return _export_int8(args, model, export_metadata(model, **metadata), default_out)
     out = Path(args.out) if args.out else default_out.with_suffix(FORMATS[args.format])
     report = export_model(
         model, out, format=args.format, image_size=args.image_size, dynamic_batch=args.dynamic_batch, opset=args.opset,
@@ -129,9 +147,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_quantize_args(args: argparse.Namespace) -> None:
+    """--quantize and its options, refused before any model is loaded or file written."""
+    if not args.quantize:
+        if args.calibrate or args.calibration_images is not None:
+            raise ValueError("--calibrate and --calibration-images go with --quantize int8")
+        return
+    if args.format != "onnx":
+        raise ValueError(
+            f"--quantize int8 writes an ONNX file (ONNX Runtime's quantizer), not {args.format}: "
+            "leave --format out or give --format onnx"
+        )
+    if not args.calibrate and not Path(args.model).exists():
+        raise ValueError(
+            f"{args.model} is a model name, whose weights carry no data to calibrate on: give --calibrate DATA_SPEC "
+            "(training images as the model expects them, e.g. folder:/data/imagenet), or export a run folder"
+        )
+
+
+def _export_int8(args: argparse.Namespace, model, metadata: dict, default_out: Path) -> int:
+    """cnnzoo export --quantize int8: fp32 export, calibration, INT8 file, held-out check, in that order."""
+    from ..quantize import DEFAULT_CALIBRATION_IMAGES, quantize_export
+
+    data = args.calibrate or metadata.get("data")
+    if not data:
+        raise ValueError(
+            f"{default_out} does not say what data it was trained on: give --calibrate DATA_SPEC (its training images)"
+        )
+    out = Path(args.out) if args.out else default_out.with_suffix(".int8.onnx")
+    result = quantize_export(
+        model, out, data, metadata=metadata, calibration_images=args.calibration_images or DEFAULT_CALIBRATION_IMAGES,
+        image_size=args.image_size, dynamic_batch=args.dynamic_batch, opset=args.opset, force=args.force,
+    )  # fmt: skip
+    print(result)
+    print(f"done: wrote {result.quantize.path} (run it with cnnzoo predict / cnnzoo eval, or onnxruntime)")
+    return 0
+
+
 def _model_to_export(args: argparse.Namespace):
     """(model, metadata overrides, default output path) for a checkpoint, a run folder or a model name."""
     from ..checkpoint import read_metadata, resolve_checkpoint
+    from ..data.specs import absolute_spec, relocated_spec
     from ..factory import create_model, load_model
     from ..model_options import parse_model_options
     from ..pretrained import split_name
@@ -171,6 +227,10 @@ def _model_to_export(args: argparse.Namespace):
             "antialias",
         )
         keep = {k: pre[k] for k in kept if k in pre}
+        info = meta.get("info") or {}
+        # The run's data, as found from here: export --quantize calibrates on it, eval of the .onnx reads it.
+        if info.get("data"):
+            keep["data"] = absolute_spec(relocated_spec(info["data"], info.get("data_relative"), weights.parent))
         return load_model(weights), {"model_args": meta["model_args"], **keep}, weights
     if target.suffix in (".safetensors", ".pth", ".pt", ".h5", ".keras") or "/" in args.model:
         raise WeightsError(f"{target}: no such file or run folder")
