@@ -1064,9 +1064,12 @@ def _png(d: Diagram, target: Any, scale: float) -> None:
     ax.set_ylim(d.height, 0)
     ax.axis("off")
     pt = 72 / PNG_DPI * scale  # points per drawing unit
+    # add_artist, not add_patch: the limits are set above, and add_patch's data-limit update for each of
+    # hundreds of patches was a fifth of the PNG's time; the drawing is the same, byte for byte.
+    add = ax.add_artist
 
     def rect(x: float, y: float, w: float, h: float, r: float, **style: Any) -> None:
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle=f"round,pad=0,rounding_size={r}", **style))
+        add(FancyBboxPatch((x, y), w, h, boxstyle=f"round,pad=0,rounding_size={r}", **style))
 
     def text(x: float, y: float, s: str, size: int, colour: str, bold: bool = False, ha: str = "left") -> None:
         weight = "bold" if bold else "normal"
@@ -1094,13 +1097,13 @@ def _png(d: Diagram, target: Any, scale: float) -> None:
             text(x, y, s, size, colour, bold)
     for edge in d.edges:
         colour = SHORTCUT_COLOUR if edge.shortcut else EDGE_COLOUR
-        ax.add_patch(
+        add(
             PathPatch(
                 _mpl_path(edge.path, MPath), fill=False, edgecolor=colour, lw=(1.6 if edge.shortcut else 1.2) * pt
             )
         )
         if edge.arrow:
-            ax.add_patch(Polygon(edge.arrow, closed=True, facecolor=colour, edgecolor="none"))
+            add(Polygon(edge.arrow, closed=True, facecolor=colour, edgecolor="none"))
     for box in d.boxes:
         fill, stroke = COLOURS[box.kind]
         rect(box.x, box.y, box.w, box.h, 4, facecolor=fill, edgecolor=stroke, lw=1.2 * pt)
