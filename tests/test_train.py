@@ -405,45 +405,13 @@ def _image_folder(root: Path, *, corrupt: bool) -> Path:
 def test_train_on_an_image_folder_skips_and_names_a_corrupt_file(tmp_path):
     root = _image_folder(tmp_path / "imgs", corrupt=True)
     out = tmp_path / "run"
-    p = cli(
-        "train",
-        "resnet18",
-        "--data",
-        f"folder:{root}",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "13",
-        "--workers",
-        "0",
-        "--out",
-        out,
-        "--no-progress",
-    )
+    args = ["train", "resnet18", "--data", f"folder:{root}", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "13", "--workers", "0", "--no-progress"]  # fmt: skip
+    p = cli(*args, "--out", out)
     assert "broken.png" in p.stderr
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["skipped_images"] == 1 and last["test_count"] == 4
-    p = cli(
-        "train",
-        "resnet18",
-        "--data",
-        f"folder:{root}",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "13",
-        "--workers",
-        "0",
-        "--out",
-        tmp_path / "strict",
-        "--no-progress",
-        "--strict",
-        check=False,
-    )
+    p = cli(*args, "--out", tmp_path / "strict", "--strict", check=False)
     assert p.returncode != 0 and "broken.png" in p.stderr
 
 
