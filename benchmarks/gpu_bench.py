@@ -18,9 +18,11 @@ the tests that need a GPU) to ``--out``. See benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -131,12 +133,19 @@ def profile_step(model: str, mode: str, device: str, batch_size: int, out: Path,
     return dict(file=path.name, recipe=c.recipe)
 
 
+def scratch(prefix: str) -> Path:
+    """A temporary folder that goes when the script ends: the JPEG folder and the run folder are 100s of MB."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 @functools.cache
 def jpeg_folder(smoke: bool) -> Path:
     """A folder of ImageNet-like JPEGs (375x500, grainy, about 75 KiB each), made once per run."""
     from jpeg_folder import make_jpeg_folder  # beside this script
 
-    root = Path(tempfile.mkdtemp(prefix="cnnzoo-jpeg-"))
+    root = scratch("cnnzoo-jpeg-")
     n, (h, w) = (16, (48, 64)) if smoke else (3072, (375, 500))
     make_jpeg_folder(root, n, h, width=w, noise=10)
     return root
@@ -215,7 +224,7 @@ def train_folder_e2e(model: str, device: str, smoke: bool) -> dict:
     from cnnzoo.train import TrainConfig, train
 
     root = jpeg_folder(smoke)
-    out = Path(tempfile.mkdtemp(prefix="cnnzoo-run-")) / "run"
+    out = scratch("cnnzoo-run-") / "run"
     cfg = TrainConfig(
         model=model,
         data=f"folder:{root}",

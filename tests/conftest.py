@@ -10,6 +10,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -32,3 +34,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Disk: a module-scoped fixture's folder (from tmp_path_factory) outlives its tests until the run ends, and the
+# suite's add up to gigabytes; CI's disk is not large. When a module's tests have all passed, the folders made
+# during it go with it (a failed module keeps them, for a look).
+_modules_with_failures: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        _modules_with_failures.add(item.nodeid.split("::")[0])
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_folders_removed(request, tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.node.nodeid.split("::")[0] in _modules_with_failures:
+        return
+    for path in set(base.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True)
