@@ -19,7 +19,7 @@ from cnnzoo.data.device_decode import DeviceDecoder, check_decode_option, nvjpeg
 from cnnzoo.train import Dist
 
 from . import data_fixtures as fx
-from .test_train import cli
+from .cli_runs import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,7 +20,7 @@ from cnnzoo.data.samplers import RASampler, repeated_order
 from cnnzoo.train import TrainConfig, train
 from cnnzoo.train.ema import ExponentialMovingAverage, adjusted_decay
 
-from .test_train import ENV, cli, descendants
+from .cli_runs import ENV, cli, descendants
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
