@@ -53,6 +53,17 @@ def start_server(size: int) -> tuple[subprocess.Popen, dict]:
     return server, json.loads(server.stdout.readline())
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process so far (Linux /proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def time_copy(url: str, folder: Path) -> float:
     start = time.perf_counter()
     with urllib.request.urlopen(url, timeout=60) as response, open(folder / "copy.bin", "wb") as out:
@@ -91,6 +102,7 @@ def main() -> None:
     os.environ.pop("CNNZOO_OFFLINE", None)
     server, served = start_server(size)
     times: dict[str, list[float]] = {"copy": [], "hub": []}
+    cpu: dict[str, list[tuple[float, float]]] = {"copy": [], "hub": []}  # (client, server) CPU seconds per run
     try:
         with tempfile.TemporaryDirectory(prefix="cnnzoo-bench-") as tmp:
             folder = Path(tmp)
@@ -101,7 +113,9 @@ def main() -> None:
                     ("hub", lambda: time_hub(hub, served["url"], served["sha256"], folder)),
                 ]
                 for name, run in runs if i % 2 == 0 else runs[::-1]:
+                    client, served_cpu = own_cpu_seconds(), process_cpu_seconds(server.pid)
                     times[name].append(run())
+                    cpu[name].append((own_cpu_seconds() - client, process_cpu_seconds(server.pid) - served_cpu))
     finally:
         server.stdin.close()
         server.wait(timeout=10)
@@ -118,6 +132,14 @@ def main() -> None:
                 "hub_vs_copy": round(rate["hub"] / rate["copy"], 3),
                 "hub_vs_copy_best": round(best["hub"] / best["copy"], 3),
                 "sha256_mb_s": round(sha256_speed(size), 1),
+                # CPU milliseconds per MB (medians): on a machine whose cores are all busy, rate <= cores / this
+                "cpu_ms_per_mb": {
+                    name: {
+                        "client": round(statistics.median(c for c, _ in runs) / args.size_mb * 1e3, 3),
+                        "server": round(statistics.median(s for _, s in runs) / args.size_mb * 1e3, 3),
+                    }
+                    for name, runs in cpu.items()
+                },
                 "seconds": {name: [round(t, 3) for t in values] for name, values in times.items()},
             },
             indent=1,

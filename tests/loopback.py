@@ -172,7 +172,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 def random_bytes(size: int, seed: int = 0) -> bytes:
     """Reproducible incompressible content (a weights file's bytes look like this to a transfer)."""
-    return random.Random(seed).randbytes(size)
+    rng, block = random.Random(seed), 1 << 26  # randbytes takes at most 256 MiB at a time
+    return b"".join(rng.randbytes(min(block, size - at)) for at in range(0, size, block))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,9 +12,10 @@ that digest, or raises. The rules, each for a reason:
   so nothing is downloaded twice across libraries. A file whose digest does not match is never
   returned: ours is deleted and fetched again, theirs is left alone and skipped.
 - **Hashed while it streams.** The body goes to ``<name>.partial`` beside its final name while it is
-  hashed (hashing and writing chunk *i* overlap reading chunk *i + 1*: hashlib and file writes release
-  the GIL), so no second pass over the bytes; it is renamed into place only after the digest matches,
-  and a mismatch deletes it and says expected vs got.
+  hashed: reading, hashing and writing run on three threads at once, each in order (socket reads,
+  hashlib and file writes release the GIL), and a fourth flushes the written bytes to disk as they
+  come, so no second pass over the bytes and little left for the final fsync. It is renamed into place
+  only after the digest matches, and a mismatch deletes it and says expected vs got.
 - **Resumable.** A dropped connection keeps ``<name>.partial``; the next attempt (a retry with
   back-off, or the next call) asks for the rest with an HTTP ``Range`` request. A server that answers
   200 instead of 206 sends the whole file again, and the partial file restarts from zero.
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "cnnzoo-hub/1"
 CHUNK_BYTES = 1 << 20  # large reads keep per-chunk overhead (thread hand-off, progress update) negligible
+CHUNKS_IN_FLIGHT = 4  # buffers read ahead of the hashing and the writing (4 MiB of memory)
+FLUSH_BYTES = 32 << 20  # written bytes flushed to disk (fdatasync, on its own thread) every 32 MiB
 DEFAULT_TIMEOUT_S = 30.0  # per socket operation, not for the whole file
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 1.0  # doubled after each failed attempt
@@ -480,10 +483,14 @@ class _PartialFile:
                     self.size += len(block)
         self.file = open(path, "ab")  # noqa: SIM115 (open across attempts; closed by close() / delete())
 
-    def write(self, view: memoryview) -> None:
+    def hash(self, view: memoryview) -> None:
         self.hasher.update(view)
+
+    def append(self, view: memoryview) -> None:
         self.file.write(view)
-        self.size += len(view)
+
+    def flush_to_disk(self) -> None:
+        os.fdatasync(self.file.fileno())  # what write() has handed to the kernel; the final fsync does the rest
 
     def restart(self) -> None:
         self.file.truncate(0)
@@ -630,36 +637,93 @@ def _reason(error: BaseException) -> str:
 def _stream(response: Any, sink: _PartialFile, bar: _ProgressBar) -> int:
     """Copy the body into ``sink``; returns the bytes received.
 
-    Two buffers: while a worker thread hashes and writes one chunk, this thread reads the next. All
-    three (socket reads, hashlib on large buffers, file writes) release the GIL, so the digest costs
-    next to nothing in wall time on a machine with a spare core.
+    This thread reads chunk *i + 2* from the socket while one worker hashes chunk *i + 1* and another
+    appends chunk *i* to the file: the three release the GIL, so the digest costs next to nothing in
+    wall time. A chunk counts (``sink.size``) once it is both hashed and written.
     """
-    buffers = (bytearray(CHUNK_BYTES), bytearray(CHUNK_BYTES))
     received = 0
-    pending: concurrent.futures.Future | None = None
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnzoo-hash") as worker:
-        try:
-            for i in itertools.count():
-                view = memoryview(buffers[i % 2])
-                n = response.readinto(view)
-                if pending is not None:
-                    _landed(pending, sink)  # the other buffer is free again
-                    pending = None
-                if not n:
-                    break
-                pending = worker.submit(sink.write, view[:n])
-                received += n
-                bar.advance(n)
-        finally:
-            if pending is not None:  # a read failed: let the last chunk land, so size and digest agree
-                concurrent.futures.wait([pending])
+    with _ChunkPipeline(sink) as pipeline:
+        while True:
+            view = pipeline.free_buffer()
+            n = response.readinto(view)
+            if not n:
+                break
+            pipeline.submit(view[:n])
+            received += n
+            bar.advance(n)
     return received
 
 
-def _landed(pending: concurrent.futures.Future, sink: _PartialFile) -> None:
-    """Wait for a chunk's hash-and-write; a disk error is final (not retried like a network one)."""
+class _ChunkPipeline:
+    """Chunks hashed and appended to a :class:`_PartialFile` on worker threads, in the order they were read.
+
+    Each worker is a one-thread executor, so its tasks run in submission order: the digest sees the
+    chunks in order, the file gets them in order. A buffer is reused only after its chunk has landed
+    (hashed and written). A third worker flushes the file to disk every :data:`FLUSH_BYTES`, so that the
+    fsync before the file is published has only the last few MiB left to write.
+    """
+
+    def __init__(self, sink: _PartialFile):
+        self.sink = sink
+        self.buffers = [memoryview(bytearray(CHUNK_BYTES)) for _ in range(CHUNKS_IN_FLIGHT)]
+        self.in_flight: list[tuple[concurrent.futures.Future, concurrent.futures.Future, int] | None] = [
+            None
+        ] * CHUNKS_IN_FLIGHT
+        self.chunks = 0
+        self.unflushed = 0
+        self.flushing: concurrent.futures.Future | None = None
+        self.workers = [
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cnnzoo-{job}")
+            for job in ("hash", "write", "flush")
+        ]
+
+    def __enter__(self) -> _ChunkPipeline:
+        return self
+
+    def free_buffer(self) -> memoryview:
+        """The buffer for the next chunk, once the chunk that last used it has landed."""
+        slot = self.chunks % CHUNKS_IN_FLIGHT
+        self._land(slot)
+        return self.buffers[slot]
+
+    def submit(self, view: memoryview) -> None:
+        hashing, writing, _ = self.workers
+        slot = self.chunks % CHUNKS_IN_FLIGHT
+        self.in_flight[slot] = (hashing.submit(self.sink.hash, view), writing.submit(self.sink.append, view), len(view))
+        self.chunks += 1
+
+    def _land(self, slot: int) -> None:
+        pending, self.in_flight[slot] = self.in_flight[slot], None
+        if pending is None:
+            return
+        hashed, written, n = pending
+        hashed.result()
+        _disk_result(written, self.sink)
+        self.sink.size += n
+        self.unflushed += n
+        if self.unflushed >= FLUSH_BYTES and (self.flushing is None or self.flushing.done()):
+            if self.flushing is not None:
+                _disk_result(self.flushing, self.sink)
+            self.flushing = self.workers[2].submit(self.sink.flush_to_disk)
+            self.unflushed = 0
+
+    def __exit__(self, *exc: object) -> None:
+        """Every chunk in flight lands, in order, also after a failed read (so that size, digest and file
+        agree for the retry); a disk error among them is the error."""
+        try:
+            for i in range(CHUNKS_IN_FLIGHT):
+                self._land((self.chunks + i) % CHUNKS_IN_FLIGHT)
+            if self.flushing is not None:
+                _disk_result(self.flushing, self.sink)
+        finally:
+            for worker in self.workers:
+                worker.shutdown(wait=True)
+
+
+def _disk_result(future: concurrent.futures.Future, sink: _PartialFile) -> None:
+    """A write's or flush's outcome; a disk error is final (not retried like a network one)."""
     try:
-        pending.result()
+        future.result()
     except OSError as e:
         raise DownloadError(f"could not write {sink.path}: {e}") from e
 
