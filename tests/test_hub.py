@@ -145,6 +145,46 @@ def test_retries_resume_within_one_call(server):
     assert sum(r.bytes_sent for r in served) == len(data)  # nothing was sent twice
 
 
+def test_many_small_chunks_wrap_the_buffers_flush_as_they_go_and_resume_intact(server, caches, monkeypatch):
+    """The read-hash-write pipeline over many chunks (its 4 buffers reused 100s of times), the bytes
+    flushed to disk as they come, and a dropped connection mid-pipeline: what was hashed is what was written."""
+    monkeypatch.setattr(hub, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(hub, "FLUSH_BYTES", 64 * 1024)
+    flushed = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(hub.os, "fdatasync", lambda fd: flushed.append(fd) or real_fdatasync(fd))
+    data = random_bytes(1_000_003, seed=12)  # not a whole number of chunks
+    url = server.add("/chunks.pth", data)
+    server.drops["/chunks.pth"] = [333_333]
+    path = hub.download_url(url, sha256=sha256(data), retries=1, backoff=0.0)
+    assert path.read_bytes() == data
+    assert [(r.range, r.bytes_sent) for r in server.served("/chunks.pth")] == [
+        (None, 333_333),
+        ("bytes=333333-", len(data) - 333_333),
+    ]
+    assert flushed  # during the stream, every 64 KiB unless the last flush still runs (the final fsync is not counted)
+
+
+def test_a_disk_error_while_writing_is_final_and_keeps_what_was_written(server, caches, monkeypatch):
+    data = random_bytes(3_000_000, seed=13)
+    url = server.add("/full.pth", data)
+    real_append = hub._PartialFile.append
+
+    def append(self, view):
+        if self.file.tell() + len(view) > 2_000_000:
+            raise OSError(28, "No space left on device")
+        real_append(self, view)
+
+    monkeypatch.setattr(hub._PartialFile, "append", append)
+    with pytest.raises(hub.DownloadError, match="could not write .*full.pth.partial.*No space left on device"):
+        hub.download_url(url, sha256=sha256(data), retries=3, backoff=0.0)
+    assert len(server.served("/full.pth")) == 1  # not retried: another attempt would fill the disk again
+    target = caches / "cnnzoo" / "weights" / "full.pth"
+    assert not target.exists()
+    monkeypatch.setattr(hub._PartialFile, "append", real_append)  # space again: the next call resumes and verifies
+    assert hub.download_url(url, sha256=sha256(data), **FAST).read_bytes() == data
+
+
 def test_a_server_that_ignores_range_is_read_from_zero(server):
     data = random_bytes(1_000_000, seed=6)
     url = server.add("/norange.pth", data)
