@@ -87,13 +87,13 @@ def assert_same(model, x, want):
     assert diff <= 1e-4, f"max abs diff {diff}"
 
 
-@pytest.fixture(scope="module")
-def vgg16_files(keras, tmp_path_factory):
+@pytest.fixture  # one test uses it: its 553 MB file goes when that test passes, not at the module's end
+def vgg16_files(keras, tmp_path):
     keras.utils.set_random_seed(0)
     k = keras.applications.VGG16(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
     randomise(keras, k, he=True)
     x, want = reference(keras, k, 224)
-    return save(keras, k, tmp_path_factory.mktemp("vgg16"), ["download.h5"]), x, want
+    return save(keras, k, tmp_path, ["download.h5"]), x, want
 
 
 @pytest.fixture(scope="module")
