@@ -63,7 +63,7 @@ def _module_folders_removed(request, tmp_path_factory):
 
 # Scheduling: `--dist loadfile` hands whole files to the two workers in collection order, so a long file
 # that sorts late (test_train.py) used to run alone at the end while the other worker idled. The files below
-# go first, longest first; the rest keep their order. Listing more of the longer files (16, down to 28 s)
+# go first (in the order measured best); the rest keep their order. Listing more of the longer files (16, down to 28 s)
 # measured slower (740 and 789 s against 640-714 s): the heavy files, with their child processes, then all
 # run at once on both workers.
 LONG_FILES_FIRST = (  # seconds of test time on this project's 2-core machine (--durations=0, 2026-12-01)
