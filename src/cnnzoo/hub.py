@@ -654,6 +654,9 @@ def _stream(response: Any, sink: _PartialFile, bar: _ProgressBar) -> int:
     return received
 
 
+_InFlight = tuple[concurrent.futures.Future, concurrent.futures.Future, int]  # a chunk's hashing, writing, length
+
+
 class _ChunkPipeline:
     """Chunks hashed and appended to a :class:`_PartialFile` on worker threads, in the order they were read.
 
@@ -666,9 +669,7 @@ class _ChunkPipeline:
     def __init__(self, sink: _PartialFile):
         self.sink = sink
         self.buffers = [memoryview(bytearray(CHUNK_BYTES)) for _ in range(CHUNKS_IN_FLIGHT)]
-        self.in_flight: list[tuple[concurrent.futures.Future, concurrent.futures.Future, int] | None] = [
-            None
-        ] * CHUNKS_IN_FLIGHT
+        self.in_flight: list[_InFlight | None] = [None] * CHUNKS_IN_FLIGHT  # per buffer, None once its chunk landed
         self.chunks = 0
         self.unflushed = 0
         self.flushing: concurrent.futures.Future | None = None

@@ -291,10 +291,10 @@ def _float_logits(model: Any) -> Any:
     model.graph.node.remove(q)
     model.graph.node.remove(dq)
     used = {name for node in model.graph.node for name in node.input}
+    # the renamed tensor's shape records, and the pair's scale and zero point if nothing else reads them
     for entries, gone in ((model.graph.value_info, {source, out}), (model.graph.initializer, set(q.input[1:]) - used)):
-        for entry in [
-            e for e in entries if e.name in gone
-        ]:  # the pair's scale and zero point, if nothing else reads them
+        stale = [e for e in entries if e.name in gone]
+        for entry in stale:
             entries.remove(entry)
     return model
 
