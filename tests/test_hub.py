@@ -67,6 +67,7 @@ def test_download_then_cache_hit_with_the_server_gone(server, caches):
     assert own_files(caches) == {"model-abc.pth", "model-abc.pth.lock"}  # no .partial left behind
     assert [r.status for r in server.served("/model-abc.pth")] == [200]
     server.stop()
+    hub.settle()
     hub._VERIFIED.clear()  # as a new process: the digest remembered on disk is used
     assert hub.download_url(url, sha256=sha256(data)[:8], **FAST) == path
 
@@ -75,6 +76,7 @@ def test_a_warm_cache_is_not_hashed_again_until_the_file_changes(server, caches,
     data = random_bytes(300_000, seed=7)
     url = server.add("/warm.pth", data)
     path = hub.download_url(url, sha256=sha256(data), **FAST)
+    hub.settle()  # the stamp is written once the file is on disk
     hashed = []
     real = hub.new_hasher
     monkeypatch.setattr(hub, "new_hasher", lambda algorithm: hashed.append(algorithm) or real(algorithm))
@@ -145,14 +147,10 @@ def test_retries_resume_within_one_call(server):
     assert sum(r.bytes_sent for r in served) == len(data)  # nothing was sent twice
 
 
-def test_many_small_chunks_wrap_the_buffers_flush_as_they_go_and_resume_intact(server, caches, monkeypatch):
-    """The read-hash-write pipeline over many chunks (its 4 buffers reused 100s of times), the bytes
-    flushed to disk as they come, and a dropped connection mid-pipeline: what was hashed is what was written."""
+def test_many_small_chunks_wrap_the_buffers_and_resume_intact(server, caches, monkeypatch):
+    """The read-write / hash hand-over over many chunks (its 4 buffers reused 100s of times) and a
+    dropped connection mid-stream: what was hashed is what was written, so the resumed file verifies."""
     monkeypatch.setattr(hub, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(hub, "FLUSH_BYTES", 64 * 1024)
-    flushed = []
-    real_fdatasync = os.fdatasync
-    monkeypatch.setattr(hub.os, "fdatasync", lambda fd: flushed.append(fd) or real_fdatasync(fd))
     data = random_bytes(1_000_003, seed=12)  # not a whole number of chunks
     url = server.add("/chunks.pth", data)
     server.drops["/chunks.pth"] = [333_333]
@@ -162,7 +160,36 @@ def test_many_small_chunks_wrap_the_buffers_flush_as_they_go_and_resume_intact(s
         (None, 333_333),
         ("bytes=333333-", len(data) - 333_333),
     ]
-    assert flushed  # during the stream, every 64 KiB unless the last flush still runs (the final fsync is not counted)
+
+
+def test_the_stamp_is_written_only_after_the_file_is_on_disk(server, caches, monkeypatch):
+    """download_url returns once the file is renamed into place; the fsync and then the stamp follow on a
+    thread. A file never synced (a power cut, simulated by a failing fsync) gets no stamp, so the next
+    process hashes it rather than trusting it."""
+    data = random_bytes(600_000, seed=14)
+    url = server.add("/durable.pth", data)
+    stamps = caches / "cnnzoo" / "verified.json"
+    events = []
+    real_fsync, real_persist = os.fsync, hub._persist
+    monkeypatch.setattr(
+        hub.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
+    monkeypatch.setattr(hub, "_persist", lambda key, full: events.append(("stamp", key[0])) or real_persist(key, full))
+    path = hub.download_url(url, sha256=sha256(data), **FAST)
+    hub.settle()
+    assert events[:3] == [("fsync", str(path)), ("fsync", str(path.parent)), ("stamp", str(path))]
+    assert str(path) in stamps.read_text()
+
+    second = server.add("/unsynced.pth", data[::-1])
+    monkeypatch.setattr(hub.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    path = hub.download_url(second, sha256=sha256(data[::-1]), **FAST)
+    hub.settle()
+    assert str(path) not in stamps.read_text()
+    hashed = []
+    real_hasher = hub.new_hasher
+    monkeypatch.setattr(hub, "new_hasher", lambda algorithm: hashed.append(algorithm) or real_hasher(algorithm))
+    hub._VERIFIED.clear()  # a new process
+    assert hub.find_cached(second, sha256(data[::-1])) == path and hashed == ["sha256"]
 
 
 def test_a_disk_error_while_writing_is_final_and_keeps_what_was_written(server, caches, monkeypatch):
@@ -183,6 +210,61 @@ def test_a_disk_error_while_writing_is_final_and_keeps_what_was_written(server, 
     assert not target.exists()
     monkeypatch.setattr(hub._PartialFile, "append", real_append)  # space again: the next call resumes and verifies
     assert hub.download_url(url, sha256=sha256(data), **FAST).read_bytes() == data
+
+
+def test_the_rest_of_the_file_is_reserved_on_disk_before_it_streams(server, caches):
+    """fallocate(KEEP_SIZE): the blocks for every byte still to come are allocated up front, while the
+    partial file's size still says how much has arrived (what the resume asks for)."""
+    if hub._libc_fallocate() is None:
+        pytest.skip("no fallocate(2) here (not Linux)")
+    data = random_bytes(3_000_000, seed=15)
+    url = server.add("/reserved.pth", data)
+    server.drops["/reserved.pth"] = [500_000]
+    with pytest.raises(hub.DownloadError):
+        hub.download_url(url, sha256=sha256(data), **FAST)
+    partial = caches / "cnnzoo" / "weights" / "reserved.pth.partial"
+    st = partial.stat()
+    assert st.st_size == 500_000
+    assert st.st_blocks * 512 >= len(data)  # allocated for the whole file, not just what arrived
+    assert hub.download_url(url, sha256=sha256(data), **FAST).read_bytes() == data
+
+
+def test_a_disk_without_room_is_said_before_the_transfer(server, caches, monkeypatch):
+    data = random_bytes(2_000_000, seed=16)
+    url = server.add("/huge.pth", data)
+    reserved = []
+
+    def no_room(fd, offset, length):
+        reserved.append((offset, length))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hub, "_allocate_keeping_size", no_room)
+    with pytest.raises(hub.DownloadError) as failure:
+        hub.download_url(url, sha256=sha256(data), retries=3, backoff=0.0)
+    message = str(failure.value)
+    assert "No space left on device for the 2.0 MB still to come" in message
+    assert re.search(r"\(\d+\.\d MB free there\)", message) and "CNNZOO_HOME" in message
+    assert reserved == [(0, len(data))] and len(server.served("/huge.pth")) == 1  # asked once, not retried
+    assert (caches / "cnnzoo" / "weights" / "huge.pth.partial").stat().st_size == 0  # no byte written
+
+
+def test_chunk_buffers_are_made_as_needed_and_kept_for_the_next_download(server, monkeypatch):
+    """Fresh memory costs a page fault per page: a small file makes only the buffers it needs, and
+    the next download in the process takes the same buffers back."""
+    while not hub._SPARE_BUFFERS.empty():
+        hub._SPARE_BUFFERS.get_nowait()
+    made = []
+    real_spare = hub._spare_buffer
+    monkeypatch.setattr(hub, "_spare_buffer", lambda: made.append(real_spare()) or made[-1])
+    small = random_bytes(100_000, seed=17)
+    hub.download_url(server.add("/small.pth", small), sha256=sha256(small), **FAST)
+    assert len(made) == 1 and hub._SPARE_BUFFERS.qsize() == 1
+    first = made[0]
+    big = random_bytes(5 * hub.CHUNK_BYTES + 1, seed=18)
+    assert hub.download_url(server.add("/big.pth", big), sha256=sha256(big), **FAST).read_bytes() == big
+    assert made[1] is first  # taken back from the spare buffers
+    buffers = {id(buffer) for buffer in made}
+    assert 2 <= len(buffers) <= hub.CHUNKS_IN_FLIGHT and hub._SPARE_BUFFERS.qsize() == len(buffers)
 
 
 def test_a_server_that_ignores_range_is_read_from_zero(server):

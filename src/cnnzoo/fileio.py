@@ -260,7 +260,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_folder(path.parent)
 
 
 def _make_folder(path: Path) -> None:
@@ -277,7 +277,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new name in ``folder`` durable; a folder that cannot be synced is left as it is."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
