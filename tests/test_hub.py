@@ -267,6 +267,15 @@ def test_chunk_buffers_are_made_as_needed_and_kept_for_the_next_download(server,
     assert 2 <= len(buffers) <= hub.CHUNKS_IN_FLIGHT and hub._SPARE_BUFFERS.qsize() == len(buffers)
 
 
+def test_a_folder_where_the_file_goes_is_named_before_anything_is_downloaded(server, caches):
+    data = random_bytes(10_000, seed=19)
+    url = server.add("/taken.pth", data)
+    (caches / "cnnzoo" / "weights" / "taken.pth").mkdir(parents=True)
+    with pytest.raises(hub.DownloadError, match=r"taken.pth is in the way .* not a regular file"):
+        hub.download_url(url, sha256=sha256(data), **FAST)
+    assert server.served("/taken.pth") == []
+
+
 def test_a_server_that_ignores_range_is_read_from_zero(server):
     data = random_bytes(1_000_000, seed=6)
     url = server.add("/norange.pth", data)

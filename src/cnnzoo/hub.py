@@ -447,6 +447,11 @@ def fetch_file(
     if is_offline():
         raise OfflineError(_offline_message(url, digest, target))
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_file():  # checked before the transfer, not after 500 MB
+        raise DownloadError(
+            f"{target} is in the way of the download of {url}: it is not a regular file, and cnnzoo does not "
+            "replace it. Move it away, or set CNNZOO_HOME to another folder."
+        )
     with _exclusive(target):
         if verify_file(target, digest):  # another process downloaded it while this one waited
             return target
