@@ -324,14 +324,13 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return got
 
 
-def _remember(path: Path, algorithm: str, full: str) -> tuple | None:
+def _remember(path: Path, algorithm: str, full: str) -> None:
     """Remember ``full`` for this process, and on disk once the file's bytes are (see :func:`_stamp_when_on_disk`)."""
     key = _stat_key(path, algorithm)
     if key is not None:
         _VERIFIED[key] = full
         if _in_a_cache(Path(key[0])):  # a user's own files are hashed each time, and leave no trace
             _stamp_when_on_disk(key, full)
-    return key
 
 
 def _stamp_when_on_disk(key: tuple, full: str) -> None:
@@ -618,7 +617,7 @@ class _Download:
         # Not a daemon: the interpreter waits for it at exit, so a finished process leaves its stamp.
         stamping = threading.Thread(target=_stamp_when_on_disk, args=(key, full_digest), name="cnnzoo-fsync")
         stamping.start()
-        _SETTLING.append(stamping)
+        _SETTLING[:] = [*(thread for thread in _SETTLING if thread.is_alive()), stamping]
 
     def _transfer(self, sink: _PartialFile) -> None:
         """Attempts with back-off until the whole body is in ``sink``; a clear error after the last."""
