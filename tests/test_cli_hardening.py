@@ -788,3 +788,42 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_line(place, capsys):
     assert "this machine has no CUDA GPU" in err
     err = _check_refused(["eval", place["weights"], "--device", "cuda:1"], "--device", place, capsys)
     assert "no CUDA GPU" in err
+
+
+# --- the pixel limit on every command that reads images -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{weights}", "{img}"],
+        ["cam", "{weights}", "{img}", "--out", "{new}"],
+        ["report", "{weights}", "--image", "{img}", "--out", "new.html"],
+        ["visualize", "{weights}", "--image", "{img}", "--out", "{new}"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_every_image_command_takes_the_pixel_limit_its_refusal_names(argv, place, capsys):
+    """img.png is 50x40 = 2,000 pixels: under a limit of 1,999 it is refused by its header, in one line that
+    names the flag, with nothing written; at 2,000 or with 0 (no limit) it is read."""
+    argv = [a.format(**place) for a in argv]
+    err = _check_refused([*argv, "--max-image-pixels", "1999"], "over the limit of 1,999", place, capsys)
+    assert "--max-image-pixels N" in err
+    rewrite = [] if argv[0] == "predict" else ["--force"]  # the second run replaces the first one's pictures
+    for limit in ("2000", "0"):
+        code, out, err = _run([*argv, "--max-image-pixels", limit, *rewrite], capsys)
+        assert code == 0, err
+
+
+def test_eval_skips_images_over_the_limit_and_says_so_when_none_is_left(tmp_path, monkeypatch, capsys, weights_bytes):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.safetensors").write_bytes(weights_bytes)
+    for digit in ("3", "7"):
+        (tmp_path / "val" / digit).mkdir(parents=True)
+        Image.fromarray(np.full((40, 50), 80, np.uint8)).save(tmp_path / "val" / digit / "a.png")
+    argv = ["eval", "w.safetensors", "--data", "folder:.", "--workers", "0"]
+    with pytest.warns(UserWarning, match=r"skipping unreadable image .*a\.png: 50x40 = 2,000 pixels, over the limit"):
+        code, out, err = _run([*argv, "--max-image-pixels", "1999"], capsys)
+    assert code == 2 and "none of its 2 images could be read" in err and "--max-image-pixels" in err
+    code, out, err = _run([*argv, "--max-image-pixels", "2000"], capsys)
+    assert code == 0 and "(2 images)" in out, err

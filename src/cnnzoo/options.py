@@ -81,6 +81,11 @@ class Shared:
     allowed: Allowed
 
 
+# The image reader's guard against decompression bombs (cnnzoo.data.images; TrainConfig.max_image_pixels and
+# --max-image-pixels on every command that reads images): PIL's own Image.MAX_IMAGE_PIXELS default, here so that
+# the command line's --help and the models' modules know it without importing PIL.
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # 89,478,485 pixels (width x height)
+
 SHARED: dict[str, Shared] = {
     "batch_size": Shared("--batch-size", "images per batch", Allowed(int, min=1)),
     "workers": Shared(

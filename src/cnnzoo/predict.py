@@ -171,6 +171,11 @@ def evaluate_checkpoint(
         split, batch_size, dev, w.mean, w.std, d, train=False, workers=workers, channel_order=w.channel_order
     )
     result = evaluate(model, batches, len(classes), d)
+    if not result["count"]:  # every image skipped: no accuracy, rather than a top-1 of 0% on nothing
+        raise datalib.DataError(
+            f"{spec}: none of its {len(split):,} images could be read (each skipped is named above); "
+            "fix or remove them, or raise --max-image-pixels if they are genuine and only large"
+        )
     published = w.pretrained.metrics if w.pretrained is not None else {}
     # A class with no images in the data has no accuracy (None), not 0%: its row of the confusion matrix is empty.
     counts = [sum(row) for row in result["confusion"]]

@@ -47,7 +47,7 @@ from .diagram import diagram
 from .errors import CnnzooError, UnknownModelError
 from .factory import create_model, load_model
 from .fileio import atomic_write_text
-from .options import resolve_device
+from .options import DEFAULT_MAX_PIXELS, resolve_device
 from .registry import IMAGENET_MEAN, IMAGENET_STD, list_models
 from .summary import Summary, summary
 from .trace import Node, default_input_size, model_channels, trace
@@ -173,15 +173,19 @@ class Pictures:
     batch: torch.Tensor
 
 
-def load_pictures(paths: Sequence[str | os.PathLike], subject: Subject) -> Pictures:
-    """Decode, resize and centre-crop each file as ``cnnzoo predict`` does, then normalise for ``subject``."""
+def load_pictures(
+    paths: Sequence[str | os.PathLike], subject: Subject, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Pictures:
+    """Decode, resize and centre-crop each file as ``cnnzoo predict`` does, then normalise for ``subject``.
+
+    ``max_pixels``: a file whose header promises more pixels is refused unread (None: no limit)."""
     files = [str(p) for p in paths]
     for f in files:
         if not Path(f).is_file():
             raise CnnzooError(f"image {f!r}: no such file")
     folder = datalib.ImageFolderData(
         [(f, 0) for f in files], classes=["?"], train=False, image_size=subject.image_size, channels=subject.channels,
-        strict=True,
+        strict=True, max_pixels=max_pixels,
     )  # fmt: skip
     crops = torch.stack([folder[i][0] for i in range(len(folder))])
     x = crops.flip(1) if subject.bgr else crops
@@ -460,13 +464,15 @@ def report(
     layer: str | None = None,
     channels: int = 8,
     batch_size: int = 16,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **options: Any,
 ) -> Report:
     """The page that explains ``target`` (see the module docstring), on ``images`` (files; none: no image part).
 
     ``target``, ``weights``, ``which``, ``device`` and ``options``: as :func:`load_subject` takes them (or a
     :class:`Subject` already loaded). ``method`` and ``layer``: the class activation map's (see
-    :func:`cnnzoo.cam.cam`); ``channels``: feature maps shown per stage; ``batch_size``: images per pass.
+    :func:`cnnzoo.cam.cam`); ``channels``: feature maps shown per stage; ``batch_size``: images per pass;
+    ``max_pixels``: as :func:`load_pictures` takes it.
     """
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
         raise CnnzooError(f"channels must be a positive integer, got {channels!r}")
@@ -474,7 +480,7 @@ def report(
         subject = target
     else:
         subject = load_subject(target, weights=weights, which=which, device=device, **options)
-    pictures = load_pictures(images, subject) if images else None
+    pictures = load_pictures(images, subject, max_pixels=max_pixels) if images else None
     size = subject.input_size
     s, w, d = summary(subject.model, size), walk(subject.model, size), diagram(subject.model, input_size=size)
     shapes = trace(subject.model, size)

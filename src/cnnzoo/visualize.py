@@ -34,6 +34,7 @@ from .errors import CnnzooError, InputShapeError, UnknownModelError
 from .factory import create_model, load_model
 from .fileio import safe_output
 from .layers import SamePad2d
+from .options import DEFAULT_MAX_PIXELS
 from .registry import IMAGENET_MEAN, IMAGENET_STD, list_models
 from .trace import Node, Trace, default_input_size, model_channels, trace
 
@@ -107,12 +108,13 @@ def stages(t: Trace) -> list[Node]:
 # --- input ---------------------------------------------------------------------------------------------
 
 
-def load_image(path: str | Path, model: nn.Module, size: int) -> Tensor:
+def load_image(path: str | Path, model: nn.Module, size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
     """An image file as a (1, C, size, size) batch normalised for ``model``.
 
     Resized so the shorter side is ``size``, centre-cropped to a square; grayscale for one-channel
     models; RGB, or BGR where the model's ``info.channel_order`` says so; normalised with the model's
-    ``info.mean`` / ``info.std`` (ImageNet's for modules without them).
+    ``info.mean`` / ``info.std`` (ImageNet's for modules without them). A file whose header promises more
+    than ``max_pixels`` pixels is refused unread (None: no limit).
     """
     from torchvision.transforms.v2 import functional as TF
 
@@ -124,7 +126,7 @@ def load_image(path: str | Path, model: nn.Module, size: int) -> Tensor:
             f"{_name(model)} takes {channels} input channels; only 1- and 3-channel models can be shown an image"
         )
     try:
-        pixels = read_image(path, channels=channels)
+        pixels = read_image(path, channels=channels, max_pixels=max_pixels)
     except ImageReadError as e:
         if e.reason == "no such file":
             raise CnnzooError(f"image file {str(path)!r} not found") from None
@@ -300,6 +302,7 @@ def visualize(
     size: int | None = None,
     channels: int = 8,
     force: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **options: Any,
 ) -> Pictures:
     """Write ``input.png``, ``filters.png``, ``feature_maps.png`` and ``activation_stats.png`` to ``out_dir``.
@@ -309,6 +312,7 @@ def visualize(
     ``image``: an image file. ``size``: the square input side (default: the model's native size).
     ``channels``: feature maps shown per stage. ``out_dir`` and the four files are checked before any work
     (:func:`cnnzoo.fileio.safe_output`): PNGs already there are replaced only with ``force``.
+    ``max_pixels``: as :func:`load_image` takes it.
     """
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
@@ -321,7 +325,7 @@ def visualize(
     least = getattr(model, "min_size", 1)
     if not isinstance(size, int) or size < least:
         raise InputShapeError(f"{_name(model)} needs an input of at least {least}x{least} pixels; got size={size!r}")
-    x = load_image(image, model, size)
+    x = load_image(image, model, size, max_pixels=max_pixels)
     # Shapes first (meta, instant) to find the first convolution and the stages; then the image,
     # keeping only the stages' outputs (and a few numbers of every layer's).
     shapes = trace(model, tuple(x.shape[1:]))

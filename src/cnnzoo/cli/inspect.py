@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ShapeError
 from ..shapes import conv_output, receptive_fields
-from .options import add_force, add_out, parse_input_size, parse_padding, positive
+from .options import add_force, add_max_image_pixels, add_out, max_pixels_of, parse_input_size, parse_padding, positive
 
 __all__ = ["register"]
 
@@ -122,7 +122,14 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from ..visualize import visualize
 
     pictures = visualize(
-        args.model, args.image, args.out, size=args.size, channels=args.channels, force=args.force, **options
+        args.model,
+        args.image,
+        args.out,
+        size=args.size,
+        channels=args.channels,
+        force=args.force,
+        max_pixels=max_pixels_of(args),
+        **options,
     )
     print(f"stages: {', '.join(pictures.stages)}")
     for path in pictures.paths:
@@ -211,4 +218,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_force(p)
     p.add_argument("--size", type=positive, help="square input side (default: the model's native size)")
     p.add_argument("--channels", type=positive, default=8, help="feature maps shown per stage (default 8)")
+    add_max_image_pixels(p)
     p.set_defaults(func=cmd_visualize)

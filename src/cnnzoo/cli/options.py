@@ -25,9 +25,9 @@ from ..options import SHARED, Allowed, check_device_name
 from ..train.config import Declared, declared_options
 
 __all__ = [
-    "CliParser", "add_batch_size", "add_decode", "add_device", "add_force", "add_model_options", "add_out", "add_shared",
-    "add_train_config_arguments", "add_workers", "flag_of", "parse_device", "parse_input_size", "parse_option",
-    "parse_padding", "positive", "train_config_values",
+    "CliParser", "add_batch_size", "add_decode", "add_device", "add_force", "add_max_image_pixels", "add_model_options",
+    "add_out", "add_shared", "add_train_config_arguments", "add_workers", "flag_of", "max_pixels_of", "parse_device",
+    "parse_input_size", "parse_option", "parse_padding", "positive", "train_config_values",
 ]  # fmt: skip
 
 DEVICE_HELP = SHARED["device"].help
@@ -179,6 +179,24 @@ def add_force(p: argparse.ArgumentParser) -> None:
 def add_decode(p: argparse.ArgumentParser, help: str) -> None:
     """``--decode``, with the choices TrainConfig declares."""
     p.add_argument("--decode", choices=_declared("decode").option.choices, default="auto", help=help)
+
+
+def add_max_image_pixels(p: argparse.ArgumentParser) -> None:
+    """``--max-image-pixels N`` on a command that reads images: spelled, defaulted and bounded as TrainConfig
+    declares it for ``cnnzoo train``, so that the image reader's refusal, which names this flag, holds on
+    every command."""
+    d = _declared("max_image_pixels")
+    allowed = Allowed(int, min=d.option.min)
+    p.add_argument(
+        flag_of("max_image_pixels"), dest="max_image_pixels", type=_checked(allowed), default=d.default, metavar="N",
+        help="an image whose header promises more pixels (width x height) is refused unread, a guard against "
+        f"decompression bombs; 0: no limit (default {d.default:,}; {allowed.words()})",
+    )  # fmt: skip
+
+
+def max_pixels_of(args: argparse.Namespace) -> int | None:
+    """``--max-image-pixels`` as the image reader takes it: 0 (no limit) is None."""
+    return args.max_image_pixels or None
 
 
 def add_model_options(p: argparse.ArgumentParser, example: str = "aux_logits=true") -> None:

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnzooError
-from .options import add_batch_size, add_device, add_force, add_out, add_shared, parse_input_size, positive
+from .options import (
+    add_batch_size,
+    add_device,
+    add_force,
+    add_max_image_pixels,
+    add_out,
+    add_shared,
+    max_pixels_of,
+    parse_input_size,
+    positive,
+)
 
 __all__ = ["register"]
 
@@ -115,7 +125,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     outputs = _cam_outputs(args)
     subject = _subject(args)
     target = _class_index(args.target_class, subject.classes)
-    pictures = load_pictures(args.images, subject)
+    pictures = load_pictures(args.images, subject, max_pixels=max_pixels_of(args))
     results = cam(
         subject.model, pictures.batch, method=args.method, layer=args.layer, target=target, topk=args.topk,
         batch_size=args.batch_size,
@@ -170,7 +180,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--out {args.out}: the report is one HTML page; give a name ending in .html")
     out = safe_output(args.out, force=args.force, kind="html")
-    page = report(_subject(args), args.image or (), method=args.method, layer=args.layer, batch_size=args.batch_size)
+    page = report(
+        _subject(args), args.image or (), method=args.method, layer=args.layer, batch_size=args.batch_size,
+        max_pixels=max_pixels_of(args),
+    )  # fmt: skip
     path = page.save(out)
     megabytes = path.stat().st_size / 1e6
     print(f"wrote {path} ({megabytes:.1f} MB): {page.model_name}, {len(page.layers)} layers, {len(page.images)} images")
@@ -210,6 +223,7 @@ def _register_cam(sub: argparse._SubParsersAction) -> None:
     _add_weights_options(p)
     add_device(p)
     add_batch_size(p, default=16, help="images per forward/backward pass (default 16)")
+    add_max_image_pixels(p)
     p.set_defaults(func=cmd_cam)
 
 
@@ -247,4 +261,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_weights_options(p)
     add_device(p)
     add_batch_size(p, default=16, help="images per pass (default 16)")
+    add_max_image_pixels(p)
     p.set_defaults(func=cmd_report)

@@ -17,10 +17,12 @@ from ..registry import get_model_info
 from .options import (
     add_batch_size,
     add_device,
+    add_max_image_pixels,
     add_shared,
     add_train_config_arguments,
     add_workers,
     flag_of,
+    max_pixels_of,
     train_config_values,
 )
 
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_batch_size(p, default=256)
     add_device(p)
     add_workers(p, default=4)
+    add_max_image_pixels(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -75,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_shared(p, "topk", default=5)
     p.add_argument("--which", choices=["best", "last"], default="best")
     add_device(p)
+    add_max_image_pixels(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -162,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_model_tag(args.checkpoint, args.pretrained)
     result = evaluate_checkpoint(
         args.checkpoint, data=args.data, which=args.which, batch_size=args.batch_size, device=args.device,
-        workers=args.workers, pretrained=args.pretrained,
+        workers=args.workers, pretrained=args.pretrained, max_pixels=max_pixels_of(args),
     )  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
@@ -201,8 +205,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     _check_model_tag(args.checkpoint, args.pretrained)
     results = predict_images(
-        args.checkpoint, args.images, topk=args.topk, which=args.which, device=args.device, pretrained=args.pretrained
-    )
+        args.checkpoint, args.images, topk=args.topk, which=args.which, device=args.device, pretrained=args.pretrained,
+        max_pixels=max_pixels_of(args),
+    )  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..options import DEFAULT_MAX_PIXELS  # PIL's own MAX_IMAGE_PIXELS default: 89,478,485
 from .base import DataError
 
 __all__ = [
@@ -61,7 +62,6 @@ __all__ = [
     "upright",
 ]
 
-DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL's own MAX_IMAGE_PIXELS default: 89,478,485
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),

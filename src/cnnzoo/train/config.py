@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CnnzooError
+from ..options import DEFAULT_MAX_PIXELS
 from ..registry import get_model_info
 from .recipe import METADATA_KEYS, PRESET_NAMES, read_recipe
 
@@ -301,9 +302,8 @@ class TrainConfig:
         choices=("auto", "workers", "device"),
     )
     strict: bool = option(False, help="stop at a corrupt image instead of skipping it")
-    # PIL's Image.MAX_IMAGE_PIXELS (cnnzoo.data.images.DEFAULT_MAX_PIXELS), written out: the CLI's --help imports no PIL
     max_image_pixels: int = option(
-        89_478_485,
+        DEFAULT_MAX_PIXELS,  # PIL's own Image.MAX_IMAGE_PIXELS
         help="folder data: an image whose header promises more pixels (width x height) is skipped unread, as a corrupt one is, a guard against decompression bombs; 0: no limit",
         min=0,
     )
