@@ -827,3 +827,18 @@ def test_eval_skips_images_over_the_limit_and_says_so_when_none_is_left(tmp_path
     assert code == 2 and "none of its 2 images could be read" in err and "--max-image-pixels" in err
     code, out, err = _run([*argv, "--max-image-pixels", "2000"], capsys)
     assert code == 0 and "(2 images)" in out, err
+
+
+def test_bench_on_data_whose_every_image_is_skipped_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    """It used to wait for a batch forever; now one line says why no batch came, and the limit reads them."""
+    monkeypatch.chdir(tmp_path)
+    for split in ("train", "val"):
+        for digit in ("3", "7"):
+            (tmp_path / split / digit).mkdir(parents=True)
+            Image.fromarray(np.full((40, 50, 3), 80, np.uint8)).save(tmp_path / split / digit / "a.png")
+    argv = ["bench", "--data", "folder:.", "--batch-size", "2", "--batches", "1", "--workers", "0"]
+    with pytest.warns(UserWarning, match=r"over the limit of 1,999"):
+        code, out, err = _run([*argv, "--max-image-pixels", "1999"], capsys)
+    assert code == 2 and "every image of the data was skipped" in err and "--max-image-pixels" in err
+    code, out, err = _run([*argv, "--max-image-pixels", "2000"], capsys)
+    assert code == 0 and "images/s" in out, err

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .factory import create_model
-from .options import check_option, resolve_device
+from .options import DEFAULT_MAX_PIXELS, check_option, resolve_device
 from .registry import get_model_info
 
 __all__ = ["benchmark", "benchmark_data", "environment", "LIBRARIES"]
@@ -613,6 +613,7 @@ def benchmark_data(
     batches: int = 20,
     train: bool = True,
     decode: str = "auto",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Images per second of the training data pipeline alone: the batches ``cnnzoo train`` would feed a model.
 
@@ -621,7 +622,8 @@ def benchmark_data(
     folders are read in ``workers`` processes and decoded and cropped there (``decode="workers"``) or on
     ``device`` a batch at a time (``"device"``: nvJPEG on a GPU; ``"auto"`` is workers). The first batch (worker
     start-up, first decodes) is timed apart; then the batches the workers read ahead are skipped, and the
-    rate is over the next ``batches`` batches, waiting for the device after each.
+    rate is over the next ``batches`` batches, waiting for the device after each. A folder's image over
+    ``max_pixels`` pixels (None: no limit) is skipped, as a corrupt one is.
     """
     from . import data as datalib
     from .data.batches import channel_stats
@@ -638,7 +640,7 @@ def benchmark_data(
     channels = info.input_size[0] if info else None
     if image_size is None and info is not None and spec.startswith("folder:"):
         image_size = info.input_size[1]
-    splits = datalib.load_data(spec, channels=channels, image_size=image_size)
+    splits = datalib.load_data(spec, channels=channels, image_size=image_size, max_pixels=max_pixels)
     mean = channel_stats(info.mean if info else (0.5,), splits.channels)
     std = channel_stats(info.std if info else (0.5,), splits.channels)
     split = splits.train if train else splits.test
@@ -707,15 +709,22 @@ def _time_batches(pipeline, device: torch.device, after_first: int) -> tuple[lis
     """Seconds to each of ``1 + after_first`` batches (waiting for the device after each) and their sizes,
     going on into the next epoch when a small in-memory data set runs out."""
     times, images = [], []
-    epoch, it = 0, iter(pipeline.epoch(0, 0))
+    epoch, it, this_epoch = 0, iter(pipeline.epoch(0, 0)), 0
     t0 = time.perf_counter()
     while len(times) <= after_first:
         try:
             xb, _ = next(it)
         except StopIteration:  # a small in-memory data set: go on with the next epoch
-            epoch += 1
-            it = iter(pipeline.epoch(0, epoch))
+            if not this_epoch:  # a whole epoch without a batch: every image was skipped (named above)
+                from .data import DataError
+
+                raise DataError(
+                    "no batch could be made: every image of the data was skipped as unreadable (each is named "
+                    "above); fix or remove them, or raise --max-image-pixels if they are genuine and only large"
+                ) from None
+            epoch, it, this_epoch = epoch + 1, iter(pipeline.epoch(0, epoch + 1)), 0
             continue
+        this_epoch += 1
         _sync(device)
         t1 = time.perf_counter()
         times.append(t1 - t0)

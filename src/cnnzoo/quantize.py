@@ -58,6 +58,7 @@ from torch import nn
 from .errors import CnnzooError
 from .export import ExportReport, OnnxModel, export_metadata, export_model
 from .fileio import atomic_write, safe_output
+from .options import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -569,8 +570,10 @@ def _sample(
     seed: int,
     channels: int | None = None,
     channel_order: str = "RGB",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(normalised images, labels, the data's class names) drawn from one split of a run folder's data or a spec."""
+    """(normalised images, labels, the data's class names) drawn from one split of a run folder's data or a spec;
+    a folder's image over ``max_pixels`` pixels (None: no limit) is skipped and named, as a corrupt one is."""
     from . import data as datalib
 
     run_dir = Path(source).expanduser()
@@ -588,7 +591,9 @@ def _sample(
         raise QuantizeError(
             f"{source}: give mean and std (the model's normalisation, e.g. its registry entry's) for a plain data spec"
         )
-    splits = datalib.load_data(settings["spec"], channels=channels or settings["channels"], image_size=image_size)
+    splits = datalib.load_data(
+        settings["spec"], channels=channels or settings["channels"], image_size=image_size, max_pixels=max_pixels
+    )
     split = splits.train if split_name == "train" else splits.test
     n = len(split) if n_images is None else min(n_images, len(split))
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
@@ -598,8 +603,9 @@ def _sample(
         # An image folder: the evaluation transform (resize, centre crop) for both splits, so that calibration
         # sees images framed as they will be at inference, not training's random crops.
         folder = datalib.ImageFolderData(
-            split.samples, split.classes, train=False, image_size=splits.image_size, channels=splits.channels
-        )
+            split.samples, split.classes, train=False, image_size=splits.image_size, channels=splits.channels,
+            max_pixels=max_pixels,
+        )  # fmt: skip
         samples = [s for s in (folder[int(i)] for i in order) if s is not None]
         if not samples:
             raise QuantizeError(f"{source}: none of the {n} images drawn from the {split_name} split could be read")
@@ -686,6 +692,7 @@ def quantize_export(
     opset: int | None = None,
     force: bool = False,
     seed: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **options: Any,
 ) -> QuantizedExport:
     """Export ``model`` to fp32 ONNX, quantize it to INT8 at ``out_path``, and compare the two on held-out images.
@@ -694,8 +701,9 @@ def quantize_export(
     activation ranges, ``check_images`` of its held-out split are run through both files
     (:func:`compare_accuracy`; top-1 too when the data has as many classes as the model). Images are
     normalised as ``metadata`` says (default :func:`cnnzoo.export.export_metadata`: mean, std, channel order)
-    at the export's size. Every image is read before anything is written, so bad data costs no file. The fp32
-    file is temporary; ``options`` go to :func:`quantize_onnx`.
+    at the export's size. Every image is read before anything is written, so bad data costs no file (a folder's
+    image over ``max_pixels`` pixels is skipped, as a corrupt one is). The fp32 file is temporary; ``options`` go
+    to :func:`quantize_onnx`.
     """
     for name, value, least in (("calibration_images", calibration_images, 1), ("check_images", check_images, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -705,7 +713,7 @@ def quantize_export(
     size = image_size or meta.get("image_size") or getattr(model, "native_size", None)
     feed = dict(
         image_size=size, mean=meta.get("mean"), std=meta.get("std"), seed=seed,
-        channels=getattr(model, "in_chans", None), channel_order=meta.get("channel_order", "RGB"),
+        channels=getattr(model, "in_chans", None), channel_order=meta.get("channel_order", "RGB"), max_pixels=max_pixels,
     )  # fmt: skip
     calibration = _sample(data, "train", calibration_images, **feed)[0]
     images, labels, classes = _sample(data, "test", check_images, **feed)

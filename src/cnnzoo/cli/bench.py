@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from .options import add_batch_size, add_decode, add_device, add_model_options, add_shared, add_workers
+from .options import (
+    add_batch_size,
+    add_decode,
+    add_device,
+    add_max_image_pixels,
+    add_model_options,
+    add_shared,
+    add_workers,
+    max_pixels_of,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder data (--data): decode in the worker processes (auto) or in batches on the device (nvJPEG on a GPU)",
     )
     add_shared(p, "batches", default=20)
+    add_max_image_pixels(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -89,7 +99,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data:
         result = benchmark_data(args.data, model=args.model, batch_size=args.batch_size or 256, device=args.device,
                                 image_size=(lambda s: s if s is None or isinstance(s, int) else s[1])(_input(args.input)),
-                                workers=args.workers, batches=args.batches, decode=args.decode)  # fmt: skip
+                                workers=args.workers, batches=args.batches, decode=args.decode,
+                                max_pixels=max_pixels_of(args))  # fmt: skip
         print(json.dumps(result, indent=2) if args.json else _data_text(result))
         return 0
     if not args.model:

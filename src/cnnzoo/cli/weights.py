@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import WeightsError
-from .options import add_force, add_model_options, add_out, add_shared, positive
+from .options import add_force, add_max_image_pixels, add_model_options, add_out, add_shared, max_pixels_of, positive
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--calibration-images", type=positive, metavar="N",
         help="with --quantize: training images that calibrate the activation ranges (default 256)",
     )  # fmt: skip
+    add_max_image_pixels(p)
     p.add_argument("--which", choices=["best", "last"], default="best", help="which checkpoint of a run folder")
     p.add_argument(
         "--weights", help="with a model name: load this weights file (any format convert reads) or http(s) URL first"
@@ -178,6 +179,7 @@ def _export_int8(args: argparse.Namespace, model, metadata: dict, default_out: P
     result = quantize_export(
         model, out, data, metadata=metadata, calibration_images=args.calibration_images or DEFAULT_CALIBRATION_IMAGES,
         image_size=args.image_size, dynamic_batch=args.dynamic_batch, opset=args.opset, force=args.force,
+        max_pixels=max_pixels_of(args),
     )  # fmt: skip
     print(result)
     print(f"done: wrote {result.quantize.path} (run it with cnnzoo predict / cnnzoo eval, or onnxruntime)")
